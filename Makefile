@@ -19,8 +19,8 @@ $(VENV)/.installed: requirements.lock
 repro: env
 	$(BIN)/dvc repro
 
-## Run the test suite.
-test: env
+## Run the test suite (lint first: it takes a second).
+test: env lint
 	$(BIN)/pytest
 
 lint: env
