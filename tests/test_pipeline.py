@@ -83,11 +83,23 @@ def test_deleted_tree_is_named_by_status_and_rebuilt_by_repro(built):
 def test_damaged_tree_is_named_by_verify_and_repaired(built):
     victim = sorted((built / "data/gqa/images").glob("*.jpg"))[0]
     victim.unlink()
-    verify = ["python", "-m", "stages.verify", "--registry", "sources.yaml",
-              "--manifests", "manifests", "--data-root", "data"]
+    verify = [
+        "python",
+        "-m",
+        "stages.verify",
+        "--registry",
+        "sources.yaml",
+        "--manifests",
+        "manifests",
+        "--data-root",
+        "data",
+    ]
     proc = run(verify, built, check=False)
     assert proc.returncode == 1
-    assert f"DAMAGED gqa_images: data/gqa/images: 1 missing (e.g. gqa/images/{victim.name})" in proc.stdout
+    assert (
+        f"DAMAGED gqa_images: data/gqa/images: 1 missing (e.g. gqa/images/{victim.name})"
+        in proc.stdout
+    )
     assert "dvc repro --force --single-item extract@gqa_images" in proc.stdout
     run([*verify, "--repair"], built, check=False)
     out = dvc("repro", cwd=built).stdout
