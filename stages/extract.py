@@ -102,6 +102,12 @@ def unsafe_parts(path: str) -> bool:
     return any(part == ".." for part in re.split(r"[/\\]", path))
 
 
+def bad_relative(rel: str) -> bool:
+    """True if a member's path inside its tree is unsafe or malformed once decoded."""
+    parts = rel.split("/")
+    return unsafe_parts(rel) or "\0" in rel or any(p in ("", ".") for p in parts)
+
+
 def decode_escapes(name: str) -> str:
     """Decode Info-ZIP's #Uxxxx / #Lxxxxxx escapes of non-ASCII characters."""
     return ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), name)
@@ -155,6 +161,11 @@ def select_members(label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo]) -> 
         rel = name[len(spec.prefix) :]
         if spec.decode_names:
             rel = decode_escapes(rel)
+        if bad_relative(rel):
+            raise StageError(
+                f"{label}: member {name!r} becomes {rel!r} once its name is decoded, which "
+                f"would land outside its folder; the archive is refused"
+            )
         stem, dot, ext = rel.rpartition(".")
         if dot and spec.rename_ext.get("." + ext.lower()):
             rel = stem + spec.rename_ext["." + ext.lower()]

@@ -215,3 +215,23 @@ def test_zip_module_sees_what_we_wrote():
     data = zip_bytes({}, link={"l": "/x"})
     info = zipfile.ZipFile(io.BytesIO(data)).infolist()[0]
     assert (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        "#U002e#U002e/#U002e#U002e/#U002e#U002e/escaped.txt",
+        "#U002ftmp/abs.txt",
+        "a#U005c..#U005c..#U005cescaped.txt",
+        "nul#U0000.jpg",
+    ],
+)
+def test_names_that_escape_only_once_decoded_are_refused(tmp_path, escaped):
+    with pytest.raises(StageError, match="once its name is decoded"):
+        run(
+            tmp_path,
+            zip_bytes({"top/ok.jpg": b"ok", "top/" + escaped: b"evil"}),
+            spec(decode_names="zip_unicode_escapes"),
+        )
+    assert not (tmp_path / "data").exists()
+    assert not list(tmp_path.rglob("escaped.txt")) and not list(tmp_path.rglob("abs.txt"))
