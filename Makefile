@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: env repro test lint verify miniature lock bench-layout bench-mix clean-env
+.PHONY: env repro test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -44,6 +44,24 @@ lock:
 ## Benchmarks (figures in the README).
 bench-layout: env
 	$(BIN)/python -m bench.layout
+
+bench-mix: env
+	$(BIN)/python -m bench.mix
+
+bench-images: env
+	$(BIN)/python -m bench.images
+
+## A local S3-compatible server (SeaweedFS) for trying the team remote on one machine.
+s3-local: env
+	mkdir -p .s3-local
+	$(BIN)/weed server -dir=.s3-local -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 -s3.port=8333 \
+	  -volume.max=0 -master.volumeSizeLimitMB=1024 > .s3-local/weed.log 2>&1 & pid=$$!; \
+	until curl -s -o /dev/null http://127.0.0.1:8333/; do sleep 1; done; \
+	curl -s -X PUT http://127.0.0.1:8333/llava-data > /dev/null; \
+	echo "S3 server on http://127.0.0.1:8333 (bucket llava-data); in another shell:"; \
+	echo "  .venv/bin/dvc remote modify --local team endpointurl http://127.0.0.1:8333"; \
+	echo "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"; \
+	echo "Ctrl-C stops it."; wait $$pid
 
 clean-env:
 	rm -rf $(VENV)

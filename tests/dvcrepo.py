@@ -13,17 +13,22 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def env() -> dict[str, str]:
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for the pipeline's commands: this venv first, no progress bars."""
-    out = dict(os.environ)
+    out = dict(os.environ) | (extra or {})
     out["PATH"] = f"{BIN}{os.pathsep}{out.get('PATH', '')}"
     out["NO_PROGRESS"] = "1"
+    for role in ("AUTHOR", "COMMITTER"):  # dvc exp run commits experiments
+        out.setdefault(f"GIT_{role}_NAME", "test")
+        out.setdefault(f"GIT_{role}_EMAIL", "test@example.org")
     out.pop("PYTHONPATH", None)
     return out
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+def run(
+    args: list[str], cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env(extra_env), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -31,8 +36,10 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(BIN / "dvc"), *args], cwd, check)
+def dvc(
+    *args: str, cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], cwd, check, extra_env)
 
 
 def clone(dest: Path) -> Path:

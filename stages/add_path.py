@@ -1,0 +1,42 @@
+"""Derive a conversation file whose image paths carry a prefix (the 558K `add-path` file).
+
+Reads `--source` (a prepared conversation file) and writes `--dest`, the same
+records with `--prefix` put in front of every `image`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages import jsonscan
+from stages.common import StageError, run_main
+
+
+def with_prefix(record: dict, prefix: str) -> dict:
+    """The record with `prefix` in front of its image path (text-only records unchanged)."""
+    if "image" not in record:
+        return record
+    return {key: (prefix + value if key == "image" else value) for key, value in record.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", required=True, type=Path)
+    ap.add_argument("--prefix", required=True)
+    ap.add_argument("--dest", required=True, type=Path)
+    args = ap.parse_args(argv)
+    if not args.prefix.endswith("/") or args.prefix.startswith("/"):
+        raise StageError(f"--prefix must be a relative folder ending with '/', got {args.prefix!r}")
+    index = jsonscan.scan(args.source)
+    jsonscan.write_array(
+        index,
+        range(len(index)),
+        args.dest,
+        transform=lambda record: with_prefix(record, args.prefix),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
