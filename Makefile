@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
+PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads --data-root data \
+	--local-copies sources.local.yaml
 
-.PHONY: env repro test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
+.PHONY: env repro sources test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -15,9 +17,15 @@ $(VENV)/.installed: requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-## Build the whole layout and the mixtures (on the embedded miniature by default).
+## Build the whole layout and the mixtures (on the embedded miniature by default),
+## after the preflight has checked that the disk can hold what will arrive.
 repro: env
+	$(BIN)/python -m stages.preflight $(PREFLIGHT) --check-space
 	$(BIN)/dvc repro
+
+## What every source needs: size, licence, present or not, manual steps, disk.
+sources: env
+	$(BIN)/python -m stages.preflight $(PREFLIGHT)
 
 ## Run the test suite (lint first: it takes a second).
 test: env lint

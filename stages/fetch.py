@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from stages import transports
-from stages.common import StageError, file_digest, load_params, remove_path, run_main
+from stages.common import StageError, file_digest, load_params, run_main
+from stages.registry import record
 
 KINDS = ("local", "url", "hf", "gdrive", "manual")
 HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
@@ -35,6 +36,7 @@ class Origin:
     spec: object
     size: int | None
     checksums: tuple[tuple[str, str], ...]
+    profile: str = "<profile>"
 
     @classmethod
     def parse(cls, name: str, entry: dict, profile: str) -> Origin:
@@ -72,11 +74,17 @@ class Origin:
             transports.parse_spec(where, kind, origin[kind]),
             size,
             tuple(checksums),
+            profile,
         )
 
 
-def verify(path: Path, origin: Origin) -> dict[str, str]:
-    """Check size and checksums of a fetched file; return the digests seen."""
+def verify(path: Path, origin: Origin, announced: dict[str, str] | None = None) -> dict[str, str]:
+    """Check size and checksums of a fetched file; return the digests seen.
+
+    `announced` holds checksums the upstream published for this very file (e.g. a
+    Hugging Face LFS sha256); they are checked too, so a corrupt transfer is caught
+    even while the registry has no checksum yet.
+    """
     actual = path.stat().st_size
     if origin.size is not None and actual != origin.size:
         raise StageError(
@@ -91,50 +99,100 @@ def verify(path: Path, origin: Origin) -> dict[str, str]:
                 f"source {origin.name!r}: {path} has {algo} {seen[algo]}, the registry says "
                 f"{expected}"
             )
+    for algo, expected in (announced or {}).items():
+        if algo not in HEX:
+            continue
+        seen.setdefault(algo, file_digest(path, algo))
+        if seen[algo] != expected:
+            raise StageError(
+                f"source {origin.name!r}: {path} has {algo} {seen[algo]}, the upstream announced "
+                f"{expected} for it (the transfer is corrupt or the file changed meanwhile)"
+            )
     return seen
 
 
-def reject(path: Path, rejected_dir: Path) -> Path:
-    """Move a file that failed verification aside, keeping its bytes for inspection."""
-    rejected_dir.mkdir(parents=True, exist_ok=True)
-    target = rejected_dir / path.name
-    os.replace(path, target)
-    return target
-
-
-def fetch(origin: Origin, out_dir: Path, partial_dir: Path, local_copy: Path | None) -> Path:
+def fetch(
+    origin: Origin,
+    out_dir: Path,
+    partial_dir: Path,
+    local_copy: Path | None,
+    registry: Path | None = None,
+) -> Path:
     """Obtain, verify and place one source file; return its final path.
 
-    A verified file is renamed into `out_dir`; a file that fails verification is
-    moved to `<partial_dir>/rejected/` (never deleted) and the stage stops.
+    A file already in `out_dir` (kept there by `persist`) that still verifies is
+    not downloaded again. A verified file is renamed into `out_dir`; a file that
+    fails verification is moved to `<partial_dir>/rejected/<source>/` (never
+    deleted) and the stage stops. A transport that fails leaves its partial file
+    in `<partial_dir>/<source>/`, where the next run resumes it. What a first
+    download learns (size, sha256, Hugging Face commit) is written into `registry`.
     """
     final = out_dir / origin.file
+    if final.is_file():
+        try:
+            verify(final, origin)
+            return final
+        except StageError as err:
+            kept = transports.set_aside(final)
+            print(f"{err}; moved it to {kept} and fetching again", file=sys.stderr)
+    for stray in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        transports.set_aside(stray)
     staging = partial_dir / origin.name
     staging.mkdir(parents=True, exist_ok=True)
     part = staging / (origin.file + ".part")
+    announced: dict[str, str] = {}
     if local_copy is not None:
         transports.link_or_copy(local_copy, part)
     else:
-        transports.obtain(origin.kind, origin.spec, origin, part)
+        announced = transports.obtain(origin.kind, origin.spec, origin, part)
     try:
-        seen = verify(part, origin)
+        seen = verify(part, origin, announced)
     except StageError as err:
-        kept = reject(part, partial_dir / "rejected" / origin.name)
+        kept = transports.set_aside(part)
         raise StageError(
             f"{err}. The file was moved to {kept} (not deleted); if the registry is right, "
             f"delete it and run `dvc repro fetch@{origin.name}` to download again"
         ) from None
-    if not origin.checksums:
-        print(
-            f"WARNING: source {origin.name!r} has no checksum in the registry; this download "
-            f"({part.stat().st_size:,} bytes) has sha256 {seen['sha256']}. Record it as "
-            f"sources.{origin.name}.<profile>.sha256 so every later run is held to it.",
-            file=sys.stderr,
-        )
+    learned = learned_facts(origin, part.stat().st_size, seen, announced)
+    if learned:
+        announce_learned(origin, learned, registry)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.replace(part, final)
     shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def announce_learned(origin: Origin, learned: dict, registry: Path | None) -> None:
+    """Record what a first download established in the registry, and say so loudly."""
+    where = f"sources.{origin.name}.{origin.profile}"
+    facts = ", ".join(f"{'hf.' if k == 'revision' else ''}{k}: {v}" for k, v in learned.items())
+    try:
+        if registry is None:
+            raise StageError("no registry given")
+        record(registry, origin.name, origin.profile, learned)
+        done = (
+            f"Recorded in {registry} ({where}): commit that change so every later run and "
+            f"every teammate is held to it."
+        )
+    except StageError:
+        done = f"Record it by hand as {where} so every later run is held to it."
+    print(
+        f"WARNING: source {origin.name!r} was not pinned in the registry; this download has "
+        f"{facts}. {done}",
+        file=sys.stderr,
+    )
+
+
+def learned_facts(origin: Origin, size: int, seen: dict, announced: dict) -> dict:
+    """What the registry did not pin and this download established."""
+    learned: dict[str, str | int] = {}
+    if origin.size is None:
+        learned["size"] = size
+    if not origin.checksums:
+        learned["sha256"] = seen["sha256"]
+    if origin.kind == "hf" and origin.spec[2] != announced.get("revision", origin.spec[2]):
+        learned["revision"] = announced["revision"]
+    return learned
 
 
 def local_copy_for(name: str, overrides: Path | None) -> Path | None:
@@ -164,8 +222,7 @@ def main(argv=None) -> None:
     entry = load_params(args.registry, f"sources.{args.source}")
     origin = Origin.parse(args.source, entry, args.profile)
     local = local_copy_for(args.source, args.local_copies)
-    remove_path(args.out)
-    fetch(origin, args.out, args.partial, local)
+    fetch(origin, args.out, args.partial, local, Path(args.registry))
 
 
 if __name__ == "__main__":

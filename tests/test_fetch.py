@@ -67,7 +67,59 @@ def test_mismatch_stops_names_source_and_keeps_bytes_aside(tmp_path, override, m
 def test_missing_checksum_is_reported_loudly_with_what_was_seen(tmp_path, capsys):
     do_fetch(tmp_path, entry(tmp_path, sha256=None, size=None))
     err = capsys.readouterr().err
-    assert "WARNING" in err and SHA in err and "sources.coco.<profile>.sha256" in err
+    assert "WARNING" in err and SHA in err and "by hand as sources.coco.mini" in err
+
+
+def test_first_download_records_size_and_checksum_in_the_registry(tmp_path, capsys):
+    raw = entry(tmp_path, sha256=None, size=None)
+    registry = tmp_path / "sources.yaml"
+    registry.write_text(
+        "sources:\n"
+        "  # the COCO images\n"
+        "  coco:\n"
+        "    file: train2017.zip\n"
+        f"    mini: {{local: {raw['mini']['local']}, size: null, sha256: null}}\n"
+        "  other:\n"
+        "    file: x.zip\n"
+        "    mini: {local: x, size: null, sha256: null}\n"
+    )
+    before = registry.read_text()
+    origin = Origin.parse("coco", raw, "mini")
+    fetch(origin, tmp_path / "dl/coco", tmp_path / "dl/.partial", None, registry)
+    after = registry.read_text()
+    changed = [
+        (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
+    ]
+    assert changed == [
+        (
+            f"    mini: {{local: {raw['mini']['local']}, size: null, sha256: null}}",
+            f"    mini: {{local: {raw['mini']['local']}, size: {len(PAYLOAD)}, sha256: {SHA}}}",
+        )
+    ]
+    assert f"Recorded in {registry}" in capsys.readouterr().err
+    # the next run is held to what was recorded
+    import yaml
+
+    pinned = yaml.safe_load(after)["sources"]["coco"]
+    (tmp_path / "dl/coco/train2017.zip").write_bytes(b"tampered")
+    with pytest.raises(StageError, match="registry says"):
+        (tmp_path / "upstream/train2017.zip").write_bytes(b"tampered")
+        fetch(
+            Origin.parse("coco", pinned, "mini"),
+            tmp_path / "dl/coco",
+            tmp_path / "dl/.partial",
+            None,
+            registry,
+        )
+
+
+def test_a_kept_download_that_still_verifies_is_not_fetched_again(tmp_path):
+    raw = entry(tmp_path)
+    final = do_fetch(tmp_path, raw)
+    inode = final.stat().st_ino
+    (tmp_path / "upstream/train2017.zip").unlink()  # the upstream is gone
+    again = do_fetch(tmp_path, raw)
+    assert again.stat().st_ino == inode
 
 
 def test_existing_copy_on_disk_is_linked_not_copied(tmp_path):

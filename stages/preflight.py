@@ -1,0 +1,160 @@
+"""What every source needs before a build: size, licence, present or not, manual steps, disk.
+
+Reads the registry (`sources`, `layout.trees`), `profile` from params.yaml, the
+fetch outputs under `--downloads` and the stamps under `--data-root`. Prints one
+line per source and the totals. With `--check-space`, exits 1 when the free disk
+cannot hold what is about to be downloaded plus what extraction will write.
+Writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stages.common import StageError, load_params, run_main
+from stages.extract import STAMP_NAME
+from stages.fetch import Origin, local_copy_for
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class SourceState:
+    name: str
+    file: str
+    size: int | None
+    licence: str
+    kind: str
+    status: str  # present | partial | local copy | missing
+    missing_bytes: int | None  # still to arrive (None: unknown)
+    extract_bytes: int | None  # still to be written by extraction (None: unknown)
+    manual: str  # "" | "manual" | "maybe manual"
+
+
+def human(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / GB:.2f} GB" if n >= 1e8 else f"{n:,} B"
+
+
+def state_of(
+    name: str,
+    entry: dict,
+    profile: str,
+    downloads: Path,
+    data_root: Path,
+    trees: dict,
+    local: Path | None,
+) -> SourceState:
+    origin = Origin.parse(name, entry, profile)
+    final = downloads / name / origin.file
+    part = downloads / ".partial" / name / (origin.file + ".part")
+    if final.is_file() and (origin.size is None or final.stat().st_size == origin.size):
+        status, missing = "present", 0
+    elif local is not None:
+        status, missing = "local copy", 0
+    elif part.is_file():
+        have = part.stat().st_size
+        status = f"partial ({human(have)}, resumes)"
+        missing = None if origin.size is None else max(origin.size - have, 0)
+    else:
+        status, missing = "missing", origin.size
+    dests = [t["dest"] for t in trees.values() if t["archive"] == name]
+    pending = [d for d in dests if not (data_root / d / STAMP_NAME).is_file()]
+    # images barely compress: an archive expands to about its own size
+    extract = 0 if not pending else (None if origin.size is None else origin.size)
+    manual = {"manual": "manual", "gdrive": "maybe manual"}.get(origin.kind, "")
+    if status in ("present", "local copy"):
+        manual = ""
+    return SourceState(
+        name,
+        origin.file,
+        origin.size,
+        str(entry.get("licence", "")),
+        origin.kind,
+        status,
+        missing,
+        extract,
+        manual,
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the file system that holds `path` (or its nearest existing parent)."""
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def report(states: list[SourceState]) -> str:
+    lines = [f"{'source':28} {'file':40} {'size':>10}  {'status':24} {'step':13} licence"]
+    for s in states:
+        step = s.manual or ("" if s.status in ("present", "local copy") else f"fetch ({s.kind})")
+        lines.append(
+            f"{s.name:28} {s.file[:40]:40} {human(s.size):>10}  {s.status:24} {step:13} {s.licence}"
+        )
+    return "\n".join(lines)
+
+
+def needed(states: list[SourceState]) -> tuple[int, int, int]:
+    """Bytes to download, bytes to extract, and how many of either are of unknown size."""
+    download = sum(s.missing_bytes or 0 for s in states)
+    extract = sum(s.extract_bytes or 0 for s in states)
+    unknown = sum(1 for s in states if s.missing_bytes is None or s.extract_bytes is None)
+    return download, extract, unknown
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--registry", required=True)
+    ap.add_argument("--params", required=True)
+    ap.add_argument("--downloads", required=True, type=Path)
+    ap.add_argument("--data-root", required=True, type=Path)
+    ap.add_argument("--local-copies", type=Path)
+    ap.add_argument("--check-space", action="store_true")
+    args = ap.parse_args(argv)
+
+    profile = load_params(args.params, "profile")
+    with open(args.registry, encoding="utf-8") as fh:
+        registry = yaml.safe_load(fh)
+    trees = registry["layout"]["trees"]
+    states = [
+        state_of(
+            name,
+            entry,
+            profile,
+            args.downloads,
+            args.data_root,
+            trees,
+            local_copy_for(name, args.local_copies),
+        )
+        for name, entry in registry["sources"].items()
+    ]
+    print(f"profile: {profile}")
+    print(report(states))
+    download, extract, unknown = needed(states)
+    free = free_bytes(args.downloads)
+    manual = [s.name for s in states if s.manual == "manual"]
+    print(
+        f"\nto download: {human(download)}; to extract: {human(extract)}; "
+        f"free: {human(free)}" + (f"; {unknown} sources of unknown size" if unknown else "")
+    )
+    if manual:
+        print(
+            f"manual steps needed before the build: {', '.join(manual)} "
+            f"(see `sources.<name>.{profile}.manual` in {args.registry}, README 'Manual sources')"
+        )
+    if args.check_space and download + extract > free:
+        raise StageError(
+            f"not enough disk: {human(download)} to download plus {human(extract)} to extract "
+            f"need more than the {human(free)} free under {args.downloads}; free space, or move "
+            f"the repository (or .dvc/cache) to a larger disk, then run again"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,45 @@
+"""Write back to the source registry what a first download learned: size, sha256, commit.
+
+The registry keeps one line per origin (`    full: {url: ..., size: null, sha256: null}`);
+only `null` values on that one line are filled in, so comments, order and every
+other line stay byte-identical and the change reads clearly in `git diff`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stages.common import StageError, atomic_path
+
+FIELDS = ("size", "sha256", "revision")
+
+
+def fill_nulls(text: str, name: str, profile: str, learned: dict[str, str | int]) -> str:
+    """`text` with the `null`s of `learned`'s keys filled on `sources.<name>.<profile>`'s line."""
+    lines = text.splitlines(keepends=True)
+    in_source = False
+    for n, line in enumerate(lines):
+        if re.match(rf"^  {re.escape(name)}:\s*$", line):
+            in_source = True
+        elif in_source and re.match(r"^  \S", line):
+            break
+        elif in_source and re.match(rf"^    {re.escape(profile)}:\s*\{{", line):
+            for key, value in learned.items():
+                if key not in FIELDS:
+                    raise ValueError(f"cannot record {key!r}")
+                line = re.sub(rf"\b{key}: null\b", f"{key}: {value}", line, count=1)
+            lines[n] = line
+            return "".join(lines)
+    raise StageError(
+        f"the registry has no one-line `sources.{name}.{profile}` entry to record {learned} in"
+    )
+
+
+def record(registry: Path, name: str, profile: str, learned: dict[str, str | int]) -> None:
+    """Fill what was learned into the registry file, atomically."""
+    text = registry.read_text(encoding="utf-8")
+    updated = fill_nulls(text, name, profile, learned)
+    if updated != text:
+        with atomic_path(registry) as tmp:
+            tmp.write_text(updated, encoding="utf-8")

@@ -1,0 +1,408 @@
+"""Loopback HTTP servers for the transport tests: files with fault switches, a Hub, a Drive.
+
+`StubServer` listens on 127.0.0.1 (a free port), logs every request and serves
+file content with Range / If-Range support. Switches a test can set:
+
+- `cut(after, times)`: close the connection after `after` body bytes of the next
+  `times` content responses (an interrupted transfer);
+- `fail_next(*statuses)`: answer the next requests with these statuses (e.g. 503);
+- `wrong_bytes`: serve other bytes of the same length;
+- `ignore_range`: answer 200 with the full body whatever Range says;
+- `range_shift`: answer a Range request from that many bytes off what was asked.
+
+`FileServer` serves a folder; `HubServer` answers the Hugging Face Hub's
+`/datasets/<repo>/resolve/<revision>/<path>` the way huggingface_hub expects
+(X-Repo-Commit, ETag / X-Linked-Etag, X-Linked-Size, a redirect of LFS files to a
+separate "CDN" server, X-Error-Code on errors; never any X-Xet header);
+`DriveServer` answers Google Drive's `uc?export=download&id=` with the file, the
+"can't scan for viruses" confirm page or the quota page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server received it (header names in lower case)."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        return unquote(urlsplit(self.target).path)
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.target).query).items()}
+
+    @property
+    def range_start(self) -> int | None:
+        m = re.fullmatch(r"bytes=(\d+)-\d*", self.headers.get("range", ""))
+        return int(m[1]) if m else None
+
+
+@dataclass
+class Reply:
+    """What a route answers; `content=True` marks file bytes (Range and faults apply)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bool = False
+
+
+Route = Callable[[Seen], "Reply | None"]
+
+
+class StubServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 with a request log and fault switches."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.routes: list[Route] = []
+        self.wrong_bytes = False
+        self.ignore_range = False
+        self.range_shift = 0
+        self._errors: list[int] = []
+        self._cut_after: int | None = None
+        self._cuts = 0
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> StubServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        # Close kept-alive connections too: a client's pool must not reach this server's
+        # handlers through a port a later server reuses.
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- switches -------------------------------------------------------
+    def cut(self, after: int, times: int = 1) -> None:
+        """Close the connection after `after` body bytes of the next `times` content replies."""
+        with self._lock:
+            self._cut_after, self._cuts = after, times
+
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next len(statuses) requests with these HTTP statuses, in order."""
+        with self._lock:
+            self._errors.extend(statuses)
+
+    def range_starts(self, path: str | None = None) -> list[int | None]:
+        """The Range start of every GET (None: no Range), optionally only for one path."""
+        return [
+            s.range_start
+            for s in self.seen
+            if s.method == "GET" and (path is None or s.path == path)
+        ]
+
+    # ---- serving --------------------------------------------------------
+    def _respond(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        seen = Seen(method, h.path, {k.lower(): v for k, v in h.headers.items()})
+        with self._lock:
+            self.seen.append(seen)
+            status = self._errors.pop(0) if self._errors else None
+        if status is not None:
+            return _send(h, method, Reply(status, f"HTTP {status}\n".encode()))
+        for route in self.routes:
+            reply = route(seen)
+            if reply is not None:
+                break
+        else:
+            reply = Reply(404, b"not found\n")
+        if not reply.content:
+            return _send(h, method, reply)
+        self._send_content(h, method, seen, reply)
+
+    def _send_content(self, h, method: str, seen: Seen, reply: Reply) -> None:
+        data = reply.body
+        if self.wrong_bytes:
+            data = bytes(b ^ 0x5A for b in data)
+        headers = {"Accept-Ranges": "bytes", **reply.headers}
+        etag = headers.setdefault("ETag", f'"{hashlib.sha256(data).hexdigest()[:32]}"')
+        start, end, status = 0, len(data), reply.status
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", seen.headers.get("range", ""))
+        if_range = seen.headers.get("if-range")
+        if asked and not self.ignore_range and if_range in (None, etag):
+            start = max(0, int(asked[1]) + self.range_shift)
+            end = min(int(asked[2]) + 1, len(data)) if asked[2] else len(data)
+            if start >= len(data):
+                headers = {"Content-Range": f"bytes */{len(data)}"}
+                return _send(h, method, Reply(416, b"", headers))
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        body = data[start:end]
+        with self._lock:
+            cut = self._cut_after if self._cuts > 0 and method == "GET" else None
+            if cut is not None:
+                self._cuts -= 1
+        if cut is None or cut >= len(body):
+            return _send(h, method, Reply(status, body, headers))
+        _send_head(h, status, headers, len(body))
+        h.wfile.write(body[:cut])
+        h.wfile.flush()
+        h.close_connection = True
+        with contextlib.suppress(OSError):
+            h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _handler_for(app: StubServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with app._lock:
+                app._open.add(self.connection)
+
+        def finish(self) -> None:
+            with app._lock:
+                app._open.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
+
+        def do_GET(self) -> None:
+            app._respond(self, "GET")
+
+        def do_HEAD(self) -> None:
+            app._respond(self, "HEAD")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+def _send_head(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], length: int):
+    h.send_response(status)
+    for name, value in headers.items():
+        h.send_header(name, value)
+    h.send_header("Content-Length", str(length))
+    h.end_headers()
+
+
+def _send(h: BaseHTTPRequestHandler, method: str, reply: Reply) -> None:
+    _send_head(h, reply.status, reply.headers, len(reply.body))
+    if method != "HEAD":
+        h.wfile.write(reply.body)
+
+
+class FileServer(StubServer):
+    """Serves the files under `root` at `/<relative path>`."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.routes.append(self._file)
+
+    def _file(self, seen: Seen) -> Reply | None:
+        path = (self.root / seen.path.lstrip("/")).resolve()
+        if self.root.resolve() not in path.parents or not path.is_file():
+            return None
+        return Reply(body=path.read_bytes(), content=True)
+
+
+# ---- Hugging Face Hub stand-in ------------------------------------------------
+
+
+@dataclass
+class _Repo:
+    branches: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    gated_token: str | None = None
+
+
+class HubServer(StubServer):
+    """The part of the Hub that `hf_hub_url` / `get_hf_file_metadata` / downloads use.
+
+    LFS files redirect (302) to `self.cdn`, a second server on another port, as
+    the real Hub redirects to its CDN; faults meant for the transfer are set on
+    `self.cdn`. Small non-LFS files are answered by the Hub itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repos: dict[str, _Repo] = {}
+        self.lfs: set[str] = set()
+        self.cdn = StubServer()
+        self.cdn.routes.append(self._blob)
+        self._blobs: dict[str, bytes] = {}
+        self.routes.append(self._resolve)
+
+    def start(self) -> HubServer:
+        self.cdn.start()
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.cdn.stop()
+
+    def publish(self, repo: str, files: dict[str, bytes], branch: str = "main", lfs=True) -> str:
+        """Commit `files` on top of `branch` of dataset `repo`; return the commit id."""
+        entry = self.repos.setdefault(repo, _Repo())
+        parent = entry.branches.get(branch)
+        tree = {**entry.commits.get(parent, {}), **files}
+        commit = hashlib.sha1(repr((parent, sorted(tree.items()))).encode()).hexdigest()
+        entry.commits[commit] = tree
+        entry.branches[branch] = commit
+        for data in files.values():
+            sha = hashlib.sha256(data).hexdigest()
+            self._blobs[sha] = data
+            if lfs:
+                self.lfs.add(sha)
+        return commit
+
+    def gate(self, repo: str, token: str) -> None:
+        """Make `repo` gated: only `Authorization: Bearer <token>` gets through."""
+        self.repos[repo].gated_token = token
+
+    def _resolve(self, seen: Seen) -> Reply | None:
+        m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", seen.path)
+        if not m:
+            return None
+        repo_id, revision, path = m[1], unquote(m[2]), m[3]
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return _hub_error(401, "RepoNotFound", "Repository not found")
+        if repo.gated_token is not None:
+            auth = seen.headers.get("authorization")
+            if auth != f"Bearer {repo.gated_token}":
+                return _hub_error(
+                    403 if auth else 401,
+                    "GatedRepo",
+                    f"Access to dataset {repo_id} is restricted. You must have access to it "
+                    "and be authenticated to access it. Please log in.",
+                )
+        commit = repo.branches.get(revision, revision if revision in repo.commits else None)
+        if commit is None:
+            return _hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        data = repo.commits[commit].get(path)
+        if data is None:
+            reply = _hub_error(404, "EntryNotFound", f"{path} does not exist on {revision}")
+            reply.headers["X-Repo-Commit"] = commit
+            return reply
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in self.lfs:
+            location = f"{self.cdn.url}/blobs/{sha}?X-Signature={quote(commit[:8])}"
+            headers = {
+                "X-Repo-Commit": commit,
+                "X-Linked-Etag": f'"{sha}"',
+                "X-Linked-Size": str(len(data)),
+                "ETag": f'"{hashlib.sha1(sha.encode()).hexdigest()}"',
+                "Location": location,
+            }
+            return Reply(302, b"", headers)
+        git_sha = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{git_sha}"'}
+        return Reply(200, data, headers, content=True)
+
+    def _blob(self, seen: Seen) -> Reply | None:
+        m = re.fullmatch(r"/blobs/([0-9a-f]{64})", seen.path)
+        if not m or m[1] not in self._blobs:
+            return None
+        return Reply(body=self._blobs[m[1]], headers={"ETag": f'"{m[1]}"'}, content=True)
+
+
+def _hub_error(status: int, code: str, message: str) -> Reply:
+    body = f'{{"error": "{message}"}}'.encode()
+    headers = {"X-Error-Code": code, "X-Error-Message": message}
+    return Reply(status, body, {"Content-Type": "application/json", **headers})
+
+
+# ---- Google Drive stand-in ----------------------------------------------------
+
+QUOTA_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head>
+<body><div class="uc-main"><p class="uc-error-caption">Sorry, you can't view or download this
+file at this time.</p><p class="uc-error-subcaption">Too many users have viewed or downloaded
+this file recently. Please try accessing the file again later.</p></div></body></html>"""
+
+CONFIRM_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>
+</head><body><div class="uc-main"><p class="uc-warning-caption">Google Drive can't scan this
+file for viruses.</p><p class="uc-warning-subcaption"><span class="uc-name-size"><a
+href="/open?id={id}">{name}</a> (9.4G)</span> is too large for Google to scan for viruses.
+Would you still like to download this file?</p><form id="download-form" action="{action}"
+method="get"><input type="submit" id="uc-download-link" value="Download anyway"/><input
+type="hidden" name="id" value="{id}"><input type="hidden" name="export" value="download"><input
+type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="{uuid}"></form>
+</div></body></html>"""
+
+
+class DriveServer(StubServer):
+    """Google Drive's public download: `/uc?export=download&id=` and the `/download` step.
+
+    Each file has a mode: "direct" (small file, served at once), "confirm" (the
+    virus-scan warning page, then `/download?...&confirm=t` serves it) or "quota"
+    (the quota-exceeded page, always).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, tuple[str, bytes, str]] = {}
+        self.routes.append(self._uc)
+
+    def add(self, file_id: str, name: str, data: bytes, mode: str = "confirm") -> None:
+        self.files[file_id] = (name, data, mode)
+
+    def _uc(self, seen: Seen) -> Reply | None:
+        if seen.path not in ("/uc", "/download"):
+            return None
+        file_id = seen.query.get("id", "")
+        if file_id not in self.files:
+            return _page(404, "<html><title>Google Drive - Page Not Found</title></html>")
+        name, data, mode = self.files[file_id]
+        if mode == "quota":
+            return _page(200, QUOTA_PAGE)
+        if mode == "confirm" and seen.query.get("confirm") != "t":
+            uuid = hashlib.sha1(file_id.encode()).hexdigest()[:12]
+            page = CONFIRM_PAGE.format(
+                id=html.escape(file_id),
+                name=html.escape(name),
+                action=f"{self.url}/download",
+                uuid=uuid,
+            )
+            return _page(200, page)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        }
+        return Reply(body=data, headers=headers, content=True)
+
+
+def _page(status: int, text: str) -> Reply:
+    return Reply(status, text.encode(), {"Content-Type": "text/html; charset=utf-8"})

@@ -1,0 +1,103 @@
+"""The preflight: what each source needs, and refusing a build the disk cannot hold."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages.common import StageError
+from stages.preflight import main
+from stages.registry import fill_nulls
+
+PB = 10**15
+
+
+def registry(tmp_path, size: int) -> str:
+    (tmp_path / "sources.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sources": {
+                    "coco": {
+                        "file": "train2017.zip",
+                        "licence": "COCO terms",
+                        "full": {"url": "http://x/train2017.zip", "size": size},
+                    },
+                    "webdata": {
+                        "file": "WebData.zip",
+                        "licence": "academic use only",
+                        "full": {"manual": {"instructions": "get it"}},
+                    },
+                    "notes": {
+                        "file": "notes.json",
+                        "licence": "CC-BY",
+                        "full": {"url": "http://x/notes.json", "size": 5},
+                    },
+                },
+                "layout": {"trees": {"coco": {"archive": "coco", "from": "", "dest": "coco"}}},
+            }
+        )
+    )
+    (tmp_path / "params.yaml").write_text("profile: full\n")
+    done = tmp_path / "downloads/notes/notes.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("12345")
+    return [
+        "--registry",
+        str(tmp_path / "sources.yaml"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--downloads",
+        str(tmp_path / "downloads"),
+        "--data-root",
+        str(tmp_path / "data"),
+    ]
+
+
+def test_listing_shows_status_licence_and_manual_steps(tmp_path, capsys):
+    main(registry(tmp_path, 1000))
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert "missing" in lines["coco"] and "fetch (url)" in lines["coco"]
+    assert "COCO terms" in lines["coco"]
+    assert "present" in lines["notes"]
+    assert "manual" in lines["webdata"] and "academic use only" in lines["webdata"]
+    assert "manual steps needed before the build: webdata" in out
+    assert "to download: 1,000 B; to extract: 1,000 B" in out
+
+
+def test_a_build_the_disk_cannot_hold_is_refused_before_any_download(tmp_path):
+    with pytest.raises(StageError, match=r"not enough disk: 1000000\.00 GB to download plus"):
+        main([*registry(tmp_path, PB), "--check-space"])
+    assert not (tmp_path / "downloads/coco").exists()
+
+
+def test_partial_download_is_listed_as_resuming(tmp_path, capsys):
+    args = registry(tmp_path, 1000)
+    part = tmp_path / "downloads/.partial/coco/train2017.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 400)
+    main(args)
+    out = capsys.readouterr().out
+    assert "partial (400 B, resumes)" in out and "to download: 600 B" in out
+
+
+def test_recording_fills_only_the_nulls_of_one_origin_line():
+    text = (
+        "sources:\n"
+        "  a:\n"
+        "    # comment kept\n"
+        "    full: {hf: {repo: r, path: p, revision: null}, size: null, sha256: null}\n"
+        "    mini: {local: x, size: null, sha256: null}\n"
+        "  b:\n"
+        "    full: {url: u, size: null, sha256: null}\n"
+    )
+    out = fill_nulls(text, "a", "full", {"size": 7, "sha256": "ab" * 32, "revision": "c" * 40})
+    assert out.splitlines()[3] == (
+        f"    full: {{hf: {{repo: r, path: p, revision: {'c' * 40}}}, size: 7, "
+        f"sha256: {'ab' * 32}}}"
+    )
+    assert [a for a, b in zip(text.splitlines(), out.splitlines(), strict=True) if a != b] == [
+        text.splitlines()[3]
+    ]
+    with pytest.raises(StageError, match="sources.c.full"):
+        fill_nulls(text, "c", "full", {"size": 1})

@@ -1,0 +1,366 @@
+"""The transports against real loopback servers: resume, retries, refusals, Hub, Drive.
+
+Every test goes through `Origin.parse` and `fetch`, as the stage does; the
+servers are in tests/servers.py. huggingface_hub's own code resolves Hub files
+(HF_ENDPOINT points at the stand-in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import transports
+from stages.common import StageError
+from stages.fetch import Origin, fetch
+from tests.servers import DriveServer, FileServer, HubServer
+
+DATA = bytes(range(256)) * 400 + b"end"  # 102,403 bytes
+SHA = hashlib.sha256(DATA).hexdigest()
+CUT = 40_000
+TOKEN = "hf_not_a_real_token_0123456789"
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(transports, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(transports, "MAX_BACKOFF_S", 0.05)
+    monkeypatch.setattr(transports, "TIMEOUT_S", 10)
+    monkeypatch.delenv("HF_HUB_ENABLE_HF_TRANSFER", raising=False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def files(tmp_path):
+    root = tmp_path / "www"
+    (root / "zips").mkdir(parents=True)
+    (root / "zips/train2017.zip").write_bytes(DATA)
+    with FileServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+@pytest.fixture
+def drive(monkeypatch):
+    with DriveServer() as server:
+        monkeypatch.setattr(transports, "GDRIVE_UC_URL", f"{server.url}/uc")
+        yield server
+
+
+def run(tmp_path: Path, name: str, file: str, **origin) -> Path:
+    """The fetch stage for one registry entry in profile `full`."""
+    entry = {"file": file, "full": {k: v for k, v in origin.items() if v is not None}}
+    parsed = Origin.parse(name, entry, "full")
+    return fetch(parsed, tmp_path / "downloads" / name, tmp_path / "downloads/.partial", None)
+
+
+def part_of(tmp_path: Path, name: str, file: str) -> Path:
+    return tmp_path / "downloads/.partial" / name / f"{file}.part"
+
+
+def coco(tmp_path, server, **over) -> Path:
+    url = f"{server.url}/zips/train2017.zip"
+    return run(tmp_path, "coco", "train2017.zip", **{"url": url, "sha256": SHA, **over})
+
+
+# ---- HTTP ---------------------------------------------------------------------------
+
+
+def test_transfer_cut_halfway_is_resumed_by_the_next_fetch(tmp_path, files, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    files.cut(CUT)
+    with pytest.raises(StageError, match=r"40,000 bytes received are kept .*fetch@coco") as err:
+        coco(tmp_path, files)
+    assert "source 'coco'" in str(err.value)
+    assert part_of(tmp_path, "coco", "train2017.zip").stat().st_size == CUT
+
+    final = coco(tmp_path, files)
+    assert final.read_bytes() == DATA
+    assert files.range_starts() == [None, CUT]
+    assert not (tmp_path / "downloads/.partial/coco").exists()
+
+
+def test_errors_and_a_dropped_connection_are_retried_within_one_fetch(tmp_path, files, capsys):
+    files.fail_next(503, 429, 500)
+    files.cut(CUT)
+    assert coco(tmp_path, files).read_bytes() == DATA
+    assert files.range_starts() == [None, None, None, None, CUT]
+    err = capsys.readouterr().err
+    assert "HTTP 503; retrying" in err and "HTTP 429; retrying" in err
+
+
+def test_retries_stop_after_the_limit_naming_the_source(tmp_path, files, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 2)
+    files.fail_next(503, 503, 503)
+    with pytest.raises(StageError, match=r"failed 3 times in a row \(last: HTTP 503\)"):
+        coco(tmp_path, files)
+
+
+def test_404_stops_at_once_naming_the_source_and_the_url(tmp_path, files):
+    url = f"{files.url}/zips/missing.zip"
+    with pytest.raises(StageError) as err:
+        coco(tmp_path, files, url=url)
+    msg = str(err.value)
+    assert "source 'coco'" in msg and url in msg and "HTTP 404" in msg and "sources.yaml" in msg
+    assert len(files.seen) == 1
+
+
+def test_wrong_bytes_are_refused_by_checksum_and_kept_aside(tmp_path, files):
+    files.wrong_bytes = True
+    with pytest.raises(StageError, match=r"source 'coco'.*has sha256 .*the registry says " + SHA):
+        coco(tmp_path, files)
+    kept = tmp_path / "downloads/.partial/rejected/coco/train2017.zip.part"
+    assert kept.stat().st_size == len(DATA) and kept.read_bytes() != DATA
+    assert not (tmp_path / "downloads/coco").exists()
+
+
+def test_server_ignoring_range_still_yields_the_right_bytes(tmp_path, files, monkeypatch, capsys):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    files.cut(CUT)
+    with pytest.raises(StageError):
+        coco(tmp_path, files)
+    files.ignore_range = True
+    assert coco(tmp_path, files).read_bytes() == DATA
+    assert files.range_starts() == [None, CUT]
+    assert "answered the whole file to a resume request" in capsys.readouterr().err
+
+
+def test_range_answered_from_the_wrong_offset_restarts_cleanly(tmp_path, files, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    files.cut(CUT)
+    with pytest.raises(StageError):
+        coco(tmp_path, files)
+    monkeypatch.setattr(transports, "RETRIES", 1)
+    files.range_shift = -100  # the 206 starts 100 bytes before what was asked
+    assert coco(tmp_path, files).read_bytes() == DATA
+    assert files.range_starts() == [None, CUT, None]
+
+
+def test_complete_partial_of_unknown_size_is_finished_by_a_416(tmp_path, files):
+    part = part_of(tmp_path, "coco", "train2017.zip")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(DATA)
+    assert coco(tmp_path, files).read_bytes() == DATA
+    assert files.range_starts() == [len(DATA)]
+
+
+def test_file_changed_upstream_is_downloaded_again_not_spliced(tmp_path, files, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    files.cut(CUT)
+    with pytest.raises(StageError):
+        coco(tmp_path, files, sha256=None)
+    changed = DATA[::-1]
+    (files.root / "zips/train2017.zip").write_bytes(changed)
+    assert coco(tmp_path, files, sha256=None).read_bytes() == changed
+    assert files.seen[-1].range_start == CUT and "if-range" in files.seen[-1].headers
+
+
+def test_partial_longer_than_the_registry_size_goes_to_rejected(tmp_path, files):
+    part = part_of(tmp_path, "coco", "train2017.zip")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(DATA + b"junk")
+    with pytest.raises(StageError, match="the registry says 102,403"):
+        coco(tmp_path, files, size=len(DATA))
+    assert (tmp_path / "downloads/.partial/rejected/coco/train2017.zip.part").stat().st_size == (
+        len(DATA) + 4
+    )
+    assert files.seen == []
+    assert coco(tmp_path, files, size=len(DATA)).read_bytes() == DATA
+
+
+# ---- Hugging Face -----------------------------------------------------------------------
+
+
+def mix1m(tmp_path, revision=None, **over) -> Path:
+    hf = {"repo": "Lin-Chen/Open-LLaVA-NeXT-mix1M", "path": "mix1M.json", "revision": revision}
+    return run(tmp_path, "mix1m", "mix1M.json", hf=hf, **over)
+
+
+def test_hf_unpinned_revision_warns_with_the_commit_it_resolved(tmp_path, hub, capsys):
+    commit = hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    assert mix1m(tmp_path).read_bytes() == DATA
+    err = capsys.readouterr().err
+    assert f"hf.revision: {commit}" in err and "sources.mix1m.full" in err
+    assert [s.path for s in hub.seen if s.method == "HEAD"] == [
+        "/datasets/Lin-Chen/Open-LLaVA-NeXT-mix1M/resolve/main/mix1M.json"
+    ]
+    # The token goes to the Hub only, never to the CDN, and is never printed.
+    resolves = [s for s in hub.seen if s.path.startswith("/datasets/")]
+    assert [s.method for s in resolves] == ["HEAD", "GET"]
+    assert all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in resolves)
+    assert all("authorization" not in s.headers for s in hub.cdn.seen)
+    assert TOKEN not in err
+
+
+def test_hf_pinned_revision_is_the_one_downloaded(tmp_path, hub, capsys):
+    old = hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA}, lfs=False)
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": b"newer"}, lfs=False)
+    assert mix1m(tmp_path, revision=old, sha256=SHA).read_bytes() == DATA
+    assert {s.path for s in hub.seen} == {
+        f"/datasets/Lin-Chen/Open-LLaVA-NeXT-mix1M/resolve/{old}/mix1M.json"
+    }
+    assert "revision" not in capsys.readouterr().err
+
+
+def test_hf_interrupted_download_resumes_on_the_next_fetch(tmp_path, hub, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    hub.cdn.cut(CUT)
+    with pytest.raises(StageError, match=r"40,000 bytes received are kept .*fetch@mix1m"):
+        mix1m(tmp_path)
+    assert mix1m(tmp_path).read_bytes() == DATA
+    assert hub.cdn.range_starts() == [None, CUT]
+
+
+def test_hf_partial_of_an_older_version_is_set_aside_not_spliced(tmp_path, hub, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    hub.cdn.cut(CUT)
+    with pytest.raises(StageError):
+        mix1m(tmp_path)
+    newer = DATA[::-1]
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": newer})
+    assert mix1m(tmp_path).read_bytes() == newer
+    kept = tmp_path / "downloads/.partial/rejected/mix1m/mix1M.json.part"
+    assert kept.read_bytes() == DATA[:CUT]
+
+
+def test_hf_corrupt_transfer_is_caught_by_the_lfs_sha256_without_a_registry_checksum(tmp_path, hub):
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    hub.cdn.wrong_bytes = True
+    with pytest.raises(StageError, match=f"the upstream announced {SHA}"):
+        mix1m(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            {"gated": True},
+            r"is gated \(HTTP 403\).*accept its terms.*huggingface-cli login.*HF_TOKEN",
+        ),
+        ({"path": "nope.json"}, r"no such file .*sources\.mix1m\.full\.hf\.path"),
+        ({"revision": "v9"}, r"no such revision; check sources\.mix1m\.full\.hf\.revision"),
+        ({"repo": "Lin-Chen/nope"}, r"does not exist, or it is private or gated.*\.hf\.repo"),
+    ],
+)
+def test_hf_refusals_say_what_to_fix(tmp_path, hub, change, match):
+    hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    if change.pop("gated", False):  # our token is valid but its terms were not accepted
+        hub.gate("Lin-Chen/Open-LLaVA-NeXT-mix1M", "hf_someone_who_accepted")
+    hf = {"repo": "Lin-Chen/Open-LLaVA-NeXT-mix1M", "path": "mix1M.json", **change}
+    with pytest.raises(StageError, match=match) as err:
+        run(tmp_path, "mix1m", "mix1M.json", hf=hf)
+    assert "source 'mix1m'" in str(err.value) and TOKEN not in str(err.value)
+
+
+def test_hf_unreachable_hub_says_rerun_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 1)
+    with HubServer() as gone:
+        url = gone.url
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    with pytest.raises(StageError, match=r"cannot reach .*`dvc repro fetch@mix1m`, which resumes"):
+        mix1m(tmp_path)
+
+
+def test_hub_stand_in_serves_the_real_hf_hub_download(tmp_path, hub):
+    from huggingface_hub import hf_hub_download
+
+    commit = hub.publish("org/ds", {"big.zip": DATA})
+    hub.publish("org/ds", {"small.json": b"{}"}, lfs=False)
+    for name, data, revision in [("big.zip", DATA, commit), ("small.json", b"{}", None)]:
+        got = hf_hub_download(
+            "org/ds",
+            name,
+            repo_type="dataset",
+            revision=revision,
+            local_dir=tmp_path / "hf",
+            endpoint=hub.url,
+        )
+        assert Path(got).read_bytes() == data
+
+
+# ---- Google Drive -----------------------------------------------------------------------
+
+SAM_ID = "1dKumdOKSXtV7lIXdrG7jsIK_z2vZv2gs"
+
+
+def sam(tmp_path) -> Path:
+    return run(tmp_path, "sam_images", "sam_images_9k.zip", gdrive={"id": SAM_ID}, sha256=SHA)
+
+
+def test_gdrive_confirm_page_is_passed_and_the_download_resumes(tmp_path, drive, monkeypatch):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="confirm")
+    drive.cut(CUT)
+    with pytest.raises(StageError, match="bytes received are kept"):
+        sam(tmp_path)
+    assert sam(tmp_path).read_bytes() == DATA
+    steps = [(s.path, s.query.get("confirm"), s.range_start) for s in drive.seen]
+    assert steps == [
+        ("/uc", None, None),
+        ("/download", "t", None),
+        ("/uc", None, CUT),
+        ("/download", "t", CUT),
+    ]
+
+
+def test_gdrive_quota_page_stops_with_the_manual_instruction(tmp_path, drive):
+    drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="quota")
+    with pytest.raises(StageError) as err:
+        sam(tmp_path)
+    msg = str(err.value)
+    assert "source 'sam_images'" in msg and "quota is exceeded" in msg
+    assert f"https://drive.google.com/file/d/{SAM_ID}/view" in msg
+    assert "save it as downloads/manual/sam_images_9k.zip" in msg
+    assert "sources.local.yaml as `sam_images: downloads/manual/sam_images_9k.zip`" in msg
+    assert f"sha256 {SHA}" in msg
+    assert not part_of(tmp_path, "sam_images", "sam_images_9k.zip").exists()
+
+
+def test_drive_confirm_link_of_the_older_page_is_followed():
+    page = '<a id="uc-download-link" href="/uc?export=download&amp;confirm=AbC1&amp;id=X">'
+    got = transports.drive_confirm_url(page, "https://drive.google.com/uc?id=X")
+    assert got == "https://drive.google.com/uc?export=download&confirm=AbC1&id=X"
+    assert transports.drive_confirm_url("<html>Quota exceeded</html>", "https://x/") is None
+
+
+def test_no_stray_files_outside_the_download_folders(tmp_path, files):
+    coco(tmp_path, files)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [p for p in left if not p.startswith("www")] == ["downloads/coco/train2017.zip"]
+    assert os.listdir(tmp_path / "downloads/.partial") == []
+
+
+def test_stage_cli_in_a_fresh_process_downloads_from_the_hub_named_by_hf_endpoint(tmp_path, hub):
+    commit = hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    hf = {"repo": "Lin-Chen/Open-LLaVA-NeXT-mix1M", "path": "mix1M.json", "revision": None}
+    registry = tmp_path / "sources.yaml"
+    registry.write_text(
+        yaml.safe_dump({"sources": {"mix1m": {"file": "mix1M.json", "full": {"hf": hf}}}})
+    )
+    argv = ["--registry", registry, "--source", "mix1m", "--profile", "full"]
+    argv += ["--out", tmp_path / "out", "--partial", tmp_path / "partial"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HOME": tmp_path / "h"}
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.fetch", *map(str, argv)],
+        env={k: str(v) for k, v in env.items()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out/mix1M.json").read_bytes() == DATA
+    assert f"hf.revision: {commit}" in done.stderr and TOKEN not in done.stderr + done.stdout
