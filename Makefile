@@ -64,8 +64,8 @@ s3-local: env
 	mkdir -p .s3-local
 	$(BIN)/weed server -dir=.s3-local -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 -s3.port=8333 \
 	  -volume.max=0 -master.volumeSizeLimitMB=1024 > .s3-local/weed.log 2>&1 & pid=$$!; \
-	until curl -s -o /dev/null http://127.0.0.1:8333/; do sleep 1; done; \
-	curl -s -X PUT http://127.0.0.1:8333/llava-data > /dev/null; \
+	until curl -s http://127.0.0.1:8333/ | grep -q '<Name>llava-data</Name>' \
+	  || curl -sf -o /dev/null -X PUT http://127.0.0.1:8333/llava-data; do sleep 1; done; \
 	echo "S3 server on http://127.0.0.1:8333 (bucket llava-data); in another shell:"; \
 	echo "  .venv/bin/dvc remote modify --local team endpointurl http://127.0.0.1:8333"; \
 	echo "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"; \
