@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
+VERIFY := --registry sources.yaml --manifests manifests --data-root data
 PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads --data-root data \
 	--local-copies sources.local.yaml
 
@@ -18,9 +19,11 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 ## Build the whole layout and the mixtures (on the embedded miniature by default),
-## after the preflight has checked that the disk can hold what will arrive.
+## after the preflight has checked that the disk can hold what will arrive and a
+## quick check has marked any damaged image tree for rebuilding.
 repro: env
 	$(BIN)/python -m stages.preflight $(PREFLIGHT) --check-space
+	$(BIN)/python -m stages.verify $(VERIFY) --quick --repair
 	$(BIN)/dvc repro
 
 ## What every source needs: size, licence, present or not, manual steps, disk.
@@ -37,7 +40,7 @@ lint: env
 
 ## Check every extracted tree against its manifest (sizes; CRCs with ARGS=--crc).
 verify: env
-	$(BIN)/python -m stages.verify --registry sources.yaml --manifests manifests --data-root data $(ARGS)
+	$(BIN)/python -m stages.verify $(VERIFY) $(ARGS)
 
 ## Regenerate the embedded miniature and its checksums in sources.yaml.
 miniature: env

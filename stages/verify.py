@@ -2,7 +2,8 @@
 
 Reads `layout.trees` of the registry, `<manifests>/<tree>.tsv` and the files
 under the data root. With `--repair`, deletes the stamp of each damaged tree,
-so that the next `dvc repro` sees it and extracts the tree again.
+so that the next `dvc repro` sees it and extracts the tree again (`make repro`
+runs `--quick --repair` before `dvc repro`, so a damaged tree is rebuilt).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from stages.common import CHUNK, StageError, load_params, run_main
 from stages.extract import STAMP_NAME
+from stages.validate import missing_images
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,18 @@ def file_crc(path: Path) -> int:
     return crc
 
 
-def check_tree(tree: str, dest: str, rows, data_root: Path, with_crc: bool) -> TreeReport:
-    """Compare the files on disk with the manifest rows of one tree."""
+def check_tree(
+    tree: str, dest: str, rows, data_root: Path, with_crc: bool, quick: bool = False
+) -> TreeReport:
+    """Compare the files on disk with the manifest rows of one tree.
+
+    `quick` only checks that every file exists, listing each folder once (seconds for
+    a million files); otherwise each file's size (and with `with_crc` its CRC) is checked.
+    """
+    stamp_missing = not (data_root / dest / STAMP_NAME).is_file()
+    if quick:
+        missing = sorted(missing_images(data_root, (rel for rel, _, _ in rows)))
+        return TreeReport(tree, dest, len(rows), tuple(missing), (), stamp_missing)
     missing, wrong = [], []
     for rel, size, crc in rows:
         path = data_root / rel
@@ -62,7 +74,6 @@ def check_tree(tree: str, dest: str, rows, data_root: Path, with_crc: bool) -> T
             continue
         if st.st_size != size or (with_crc and file_crc(path) != crc):
             wrong.append(rel)
-    stamp_missing = not (data_root / dest / STAMP_NAME).is_file()
     return TreeReport(tree, dest, len(rows), tuple(missing), tuple(wrong), stamp_missing)
 
 
@@ -88,6 +99,7 @@ def main(argv=None) -> None:
     ap.add_argument("--manifests", required=True, type=Path)
     ap.add_argument("--data-root", required=True, type=Path)
     ap.add_argument("--crc", action="store_true", help="also compare CRC-32s (reads every byte)")
+    ap.add_argument("--quick", action="store_true", help="only check that every file exists")
     ap.add_argument(
         "--repair",
         action="store_true",
@@ -100,22 +112,28 @@ def main(argv=None) -> None:
     for tree in sorted(trees):
         manifest = args.manifests / f"{tree}.tsv"
         if not manifest.is_file():
+            if args.repair:
+                print(f"not yet built {tree}: `dvc repro` extracts it")
+                continue
             raise StageError(f"{manifest} is missing: run `dvc repro` (or `dvc pull`) first")
+        dest = trees[tree]["dest"]
         report = check_tree(
-            tree, trees[tree]["dest"], read_manifest(manifest), args.data_root, args.crc
+            tree, dest, read_manifest(manifest), args.data_root, args.crc, args.quick
         )
+        if args.repair and report.stamp_missing:
+            continue  # dvc repro sees the missing stamp and extracts the tree anyway
         print(describe(report))
         if not report.ok:
             damaged.append(report)
             if args.repair:
                 (args.data_root / report.dest / STAMP_NAME).unlink(missing_ok=True)
-    if damaged:
-        hint = (
-            "run `dvc repro` to rebuild them"
-            if args.repair
-            else "or run `make verify ARGS=--repair` then `dvc repro`"
+    if damaged and args.repair:
+        print(f"{len(damaged)} damaged trees: their stamps were removed; `dvc repro` rebuilds them")
+    elif damaged:
+        raise StageError(
+            f"{len(damaged)} of {len(trees)} trees are damaged; rebuild each with the command "
+            f"above, or run `make verify ARGS=--repair` then `dvc repro`"
         )
-        raise StageError(f"{len(damaged)} of {len(trees)} trees are damaged; {hint}")
 
 
 if __name__ == "__main__":

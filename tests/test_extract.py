@@ -191,6 +191,8 @@ def test_verify_names_missing_and_changed_files(tmp_path):
     assert report.missing == ("ds/images/a.jpg",)
     assert report.wrong == ("ds/images/b.jpg",)
     assert not check_tree("t", "ds/images", rows, data, with_crc=False).wrong
+    quick = check_tree("t", "ds/images", rows, data, with_crc=False, quick=True)
+    assert quick.missing == ("ds/images/a.jpg",) and not quick.wrong
 
 
 @pytest.mark.parametrize(

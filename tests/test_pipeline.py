@@ -101,9 +101,11 @@ def test_damaged_tree_is_named_by_verify_and_repaired(built):
         in proc.stdout
     )
     assert "dvc repro --force --single-item extract@gqa_images" in proc.stdout
-    run([*verify, "--repair"], built, check=False)
+    repaired = run([*verify, "--quick", "--repair"], built)
+    assert "DAMAGED gqa_images" in repaired.stdout and "ok      coco_train2017" in repaired.stdout
     out = dvc("repro", cwd=built).stdout
     assert "Running stage 'extract@gqa_images'" in out
+    assert out.count("Running stage 'extract@") == 1
     assert victim.is_file()
     assert run(verify, built).returncode == 0
 
