@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,35 @@ from stages.common import StageError, atomic_path, load_params, only_file, run_m
 from stages.prepare import iter_records, write_report
 from stages.split import SplitParams, load_index
 from stages.validate import ValidationParams, count_reasons, enforce, record_problems
+
+
+@dataclass(frozen=True)
+class MixParams:
+    """`mix.*`: one weight per component and the seed, checked before any I/O."""
+
+    weights: dict[str, float]
+    seed: int
+
+    @classmethod
+    def parse(cls, raw: object, components: list[str]) -> MixParams:
+        if not isinstance(raw, dict):
+            raise StageError("params.yaml: `mix` must be a mapping of component weights")
+        weights = mixcore.validate_weights(
+            {k: v for k, v in raw.items() if k != "seed"}, components
+        )
+        seed = raw.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise StageError(f"params.yaml: mix.seed must be a whole number >= 0, got {seed!r}")
+        return cls(weights, seed)
+
+
+def composition(codes: np.ndarray, names: list[str], after_weights, final) -> dict:
+    """Records per component: as published, after weights, after validation."""
+    return {
+        "published": per_component(codes, np.ones(len(codes), dtype=np.int64), names),
+        "after_weights": per_component(codes, after_weights, names),
+        "after_validation": per_component(codes, final, names),
+    }
 
 
 def per_component(codes: np.ndarray, counts: np.ndarray, names: list[str]) -> dict[str, int]:
@@ -51,13 +81,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     names = SplitParams.parse(load_params(args.params, "split")).components
-    raw = load_params(args.params, "mix")
-    if not isinstance(raw, dict):
-        raise StageError(f"{args.params}: `mix` must be a mapping of component weights")
-    weights = mixcore.validate_weights({k: v for k, v in raw.items() if k != "seed"}, names)
-    seed = raw.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise StageError(f"{args.params}: mix.seed must be a whole number >= 0, got {seed!r}")
+    mparams = MixParams.parse(load_params(args.params, "mix"), names)
     vparams = ValidationParams.parse(load_params(args.params, "validate"))
 
     index, codes, index_names = load_index(args.index, only_file(args.mix))
@@ -68,7 +92,7 @@ def main(argv=None) -> None:
         )
 
     assigned = [names[c] for c in codes]
-    mult = mixcore.multiplicity(assigned, index.digests, weights, seed)
+    mult = mixcore.multiplicity(assigned, index.digests, mparams.weights, mparams.seed)
     after_weights = mult.copy()
 
     selected = np.flatnonzero(mult > 0)
@@ -87,12 +111,7 @@ def main(argv=None) -> None:
         ],
         ("id", "component", "image", "reason", "action"),
     )
-    published = np.ones(len(codes), dtype=np.int64)
-    by_step = {
-        "published": per_component(codes, published, names),
-        "after_weights": per_component(codes, after_weights, names),
-        "after_validation": per_component(codes, mult, names),
-    }
+    by_step = composition(codes, names, after_weights, mult)
     write_json(
         args.metrics,
         {
