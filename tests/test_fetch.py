@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stages.common import StageError
 from stages.fetch import Origin, fetch, local_copy_for, main
@@ -98,12 +99,10 @@ def test_first_download_records_size_and_checksum_in_the_registry(tmp_path, caps
     ]
     assert f"Recorded in {registry}" in capsys.readouterr().err
     # the next run is held to what was recorded
-    import yaml
-
     pinned = yaml.safe_load(after)["sources"]["coco"]
     (tmp_path / "dl/coco/train2017.zip").write_bytes(b"tampered")
+    (tmp_path / "upstream/train2017.zip").write_bytes(b"tampered")
     with pytest.raises(StageError, match="registry says"):
-        (tmp_path / "upstream/train2017.zip").write_bytes(b"tampered")
         fetch(
             Origin.parse("coco", pinned, "mini"),
             tmp_path / "dl/coco",
@@ -180,8 +179,6 @@ def test_profile_without_origin_is_refused():
 def test_cli_reads_the_registry_entry_of_the_active_profile(tmp_path, monkeypatch):
     raw = entry(tmp_path)
     registry = tmp_path / "sources.yaml"
-    import yaml
-
     registry.write_text(
         yaml.safe_dump({"sources": {"coco": {**raw, "full": {"url": "http://0/"}}}})
     )
