@@ -37,11 +37,24 @@ TIMEOUT_S = 60
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
 HTML_LIMIT = 1 << 20  # bytes of an HTML answer kept to explain it
 
-# Google Drive's public download endpoint (tests point it at a local server).
+# Google Drive's public download endpoint and its API (tests point both at a local server).
 GDRIVE_UC_URL = "https://drive.google.com/uc"
+GDRIVE_API_URL = "https://www.googleapis.com/drive/v3/files"
+# The variable DVC's gdrive remote reads: a service account key, or the user credentials
+# DVC (PyDrive2) saved after its browser sign-in, as JSON text.
+GDRIVE_CREDENTIALS_ENV = "GDRIVE_CREDENTIALS_DATA"
+GDRIVE_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 COMMIT_HEX = re.compile(r"[0-9a-f]{40}")
+
+
+class Refused(StageError):
+    """The server refused the request with a 4xx status that retrying will not change."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class HtmlPage(StageError):
@@ -301,7 +314,7 @@ class _Transfer:
             if status in RETRY_STATUSES or status >= 500:
                 return "retry", f"HTTP {status}", _retry_after(resp)
             if status not in (200, 206):
-                raise StageError(self._refusal(status, resp.reason))
+                raise Refused(self._refusal(status, resp.reason), status)
             if self.refuse_html and "html" in resp.headers.get("Content-Type", "").lower():
                 text = resp.raw.read(HTML_LIMIT, decode_content=True) or b""
                 raise HtmlPage(self.name, self.url, resp.url, text.decode("utf-8", "replace"))
@@ -580,13 +593,20 @@ def hf_refusal(origin, repo, path, revision, url, endpoint, err: Exception) -> s
 
 
 def gdrive_download(origin, file_id: str, part: Path) -> None:
-    """Download a public Google Drive file, passing the "can't scan for viruses" page.
+    """Download a Google Drive file: through the Drive API with credentials, else publicly.
 
-    Drive answers an HTML page when the file cannot be served to an anonymous
-    client (quota exceeded, access needed, a folder id): the stage then stops
-    with the manual instruction. PyDrive2 (DVC's gdrive remote) needs OAuth
-    credentials and is not used here.
+    With GDRIVE_CREDENTIALS_DATA set (as for DVC's gdrive remote), PyDrive2 turns the
+    credentials into an access token and the file comes from the Drive API. Without it,
+    the public download is used, passing the "can't scan for viruses" page. Either way
+    the bytes come through `http_download` (resume, retries), under the same identity,
+    so a partial file from one route is resumed by the other. Drive answers an HTML page
+    when the file cannot be served to an anonymous client (quota exceeded, access needed,
+    a folder id): the stage then stops with the manual instruction.
     """
+    credentials = os.environ.get(GDRIVE_CREDENTIALS_ENV)
+    if credentials:
+        gdrive_api_download(origin, file_id, part, credentials)
+        return
     import requests
 
     url = f"{GDRIVE_UC_URL}?{urlencode({'export': 'download', 'id': file_id})}"
@@ -616,6 +636,75 @@ def gdrive_download(origin, file_id: str, part: Path) -> None:
                     ) from None
                 url = following
     raise StageError(f"{manual_instruction(origin, 'gdrive', file_id)} (tried {tried[-1]})")
+
+
+def gdrive_api_download(origin, file_id: str, part: Path, credentials: str) -> None:
+    """Download `file_id` through the Drive API, authorised by `credentials` (JSON text).
+
+    The token lives in memory only: it is sent in a header, never written or printed.
+    """
+    token = drive_access_token(origin, credentials)
+    query = urlencode({"alt": "media", "supportsAllDrives": "true", "acknowledgeAbuse": "true"})
+    try:
+        http_download(
+            origin.name,
+            f"{GDRIVE_API_URL}/{file_id}?{query}",
+            part,
+            origin.size,
+            headers={"Authorization": f"Bearer {token}"},
+            identity=f"gdrive:{file_id}",
+            refuse_html=True,
+            registry_key=f"sources.{origin.name}.{origin.profile}.gdrive.id",
+        )
+    except HtmlPage as page:
+        raise StageError(
+            f"source {origin.name!r} ({origin.file}): the Drive API answered a page for file "
+            f"{file_id} ({page.url}). Instead, {_manual_steps(origin, 'gdrive', file_id)}"
+        ) from None
+    except Refused as err:
+        raise StageError(
+            f"{err}. The Drive API refused file {file_id} to the account in "
+            f"{GDRIVE_CREDENTIALS_ENV}: share the file with it, unset the variable to use the "
+            f"public download, or {_manual_steps(origin, 'gdrive', file_id)}"
+        ) from None
+
+
+def drive_access_token(origin, credentials: str) -> str:
+    """An OAuth access token for the Drive API from a service account key or saved user
+    credentials (the JSON DVC's gdrive remote takes in GDRIVE_CREDENTIALS_DATA)."""
+    where = f"source {origin.name!r}: {GDRIVE_CREDENTIALS_ENV}"
+    try:
+        info = json.loads(credentials)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise StageError(
+            f"{where} is not JSON: set it to the content of a service account key file "
+            f"(or of the user credentials DVC saved), or unset it to use the public download"
+        )
+    import httplib2
+    from oauth2client.client import OAuth2Credentials
+    from pydrive2.auth import GoogleAuth
+
+    try:
+        if info.get("type") == "service_account":
+            auth = GoogleAuth(
+                settings={
+                    "client_config_backend": "service",
+                    "service_config": {"client_json_dict": info, "client_user_email": None},
+                    "oauth_scope": [GDRIVE_SCOPE],
+                }
+            )
+            auth.ServiceAuth()
+            creds = auth.credentials
+        else:
+            creds = OAuth2Credentials.from_json(credentials)
+        return creds.get_access_token(httplib2.Http(timeout=TIMEOUT_S)).access_token
+    except Exception as exc:  # oauth2client raises many kinds; all mean the same here
+        raise StageError(
+            f"{where}: no access token could be obtained ({_short(exc)}); check the "
+            f"credentials, or unset the variable to use the public download"
+        ) from None
 
 
 class _FormFinder(HTMLParser):

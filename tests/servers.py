@@ -15,17 +15,22 @@ file content with Range / If-Range support. Switches a test can set:
 (X-Repo-Commit, ETag / X-Linked-Etag, X-Linked-Size, a redirect of LFS files to a
 separate "CDN" server, X-Error-Code on errors; never any X-Xet header);
 `DriveServer` answers Google Drive's `uc?export=download&id=` with the file, the
-"can't scan for viruses" confirm page or the quota page.
+"can't scan for viruses" confirm page or the quota page, and plays Google's OAuth
+token endpoint (service account JWT grants checked against the account's public key,
+refresh tokens) and the Drive API's `files/<id>?alt=media` for the tokens it issued.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import html
+import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +45,7 @@ class Seen:
     method: str
     target: str
     headers: dict[str, str]
+    body: bytes = b""
 
     @property
     def path(self) -> str:
@@ -134,7 +140,9 @@ class StubServer:
 
     # ---- serving --------------------------------------------------------
     def _respond(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        seen = Seen(method, h.path, {k.lower(): v for k, v in h.headers.items()})
+        length = int(h.headers.get("Content-Length") or 0) if method == "POST" else 0
+        body = h.rfile.read(length) if length else b""
+        seen = Seen(method, h.path, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
             self.seen.append(seen)
             status = self._errors.pop(0) if self._errors else None
@@ -202,6 +210,9 @@ def _handler_for(app: StubServer) -> type[BaseHTTPRequestHandler]:
 
         def do_HEAD(self) -> None:
             app._respond(self, "HEAD")
+
+        def do_POST(self) -> None:
+            app._respond(self, "POST")
 
         def log_message(self, *args) -> None:
             pass
@@ -374,10 +385,73 @@ class DriveServer(StubServer):
     def __init__(self) -> None:
         super().__init__()
         self.files: dict[str, tuple[str, bytes, str]] = {}
-        self.routes.append(self._uc)
+        self.accounts: dict[str, object] = {}  # service account email -> RSA public key
+        self.refresh_tokens: set[str] = set()
+        self.issued: list[str] = []
+        self.routes += [self._uc, self._token, self._api]
 
     def add(self, file_id: str, name: str, data: bytes, mode: str = "confirm") -> None:
+        """Serve a file; mode "private" makes the API refuse it (403) as well."""
         self.files[file_id] = (name, data, mode)
+
+    def trust(self, email: str, public_key) -> None:
+        """Accept JWT grants signed by this service account's key at `/token`."""
+        self.accounts[email] = public_key
+
+    def _token(self, seen: Seen) -> Reply | None:
+        """Google's OAuth token endpoint: a signed JWT grant or a refresh token."""
+        if seen.path != "/token" or seen.method != "POST":
+            return None
+        form = {k: v[0] for k, v in parse_qs(seen.body.decode()).items()}
+        grant = form.get("grant_type")
+        if grant == "refresh_token":
+            valid = form.get("refresh_token") in self.refresh_tokens
+        elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            valid = self._valid_grant(form.get("assertion", ""))
+        else:
+            valid = False
+        if not valid:
+            body = b'{"error": "invalid_grant", "error_description": "Invalid grant"}'
+            return Reply(400, body, {"Content-Type": "application/json"})
+        token = "ya29." + hashlib.sha256(seen.body).hexdigest()[:40]
+        self.issued.append(token)
+        body = f'{{"access_token": "{token}", "expires_in": 3599, "token_type": "Bearer"}}'
+        return Reply(200, body.encode(), {"Content-Type": "application/json"})
+
+    def _valid_grant(self, assertion: str) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        try:
+            head, payload, signature = assertion.split(".")
+            claims = json.loads(_unb64(payload))
+            key = self.accounts[claims["iss"]]
+            key.verify(
+                _unb64(signature),
+                f"{head}.{payload}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except (ValueError, KeyError, InvalidSignature):
+            return False
+        scopes = claims.get("scope", "").split()
+        fresh = claims.get("exp", 0) > time.time()
+        return claims.get("aud") == f"{self.url}/token" and DRIVE_READONLY in scopes and fresh
+
+    def _api(self, seen: Seen) -> Reply | None:
+        """The Drive API's `files/<id>?alt=media`, for a bearer of an issued token."""
+        m = re.fullmatch(r"/drive/v3/files/([^/]+)", seen.path)
+        if not m or seen.method not in ("GET", "HEAD"):
+            return None
+        if seen.headers.get("authorization") not in {f"Bearer {t}" for t in self.issued}:
+            return _api_error(401, "Invalid Credentials")
+        if seen.query.get("alt") != "media" or m[1] not in self.files:
+            return _api_error(404, f"File not found: {m[1]}.")
+        name, data, mode = self.files[m[1]]
+        if mode == "private":
+            return _api_error(403, "The user does not have sufficient permissions for this file.")
+        return Reply(body=data, headers={"Content-Type": "application/zip"}, content=True)
 
     def _uc(self, seen: Seen) -> Reply | None:
         if seen.path not in ("/uc", "/download"):
@@ -402,6 +476,18 @@ class DriveServer(StubServer):
             "Content-Disposition": f'attachment; filename="{name}"',
         }
         return Reply(body=data, headers=headers, content=True)
+
+
+DRIVE_READONLY = "https://www.googleapis.com/auth/drive.readonly"
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _api_error(status: int, message: str) -> Reply:
+    body = json.dumps({"error": {"code": status, "message": message}}).encode()
+    return Reply(status, body, {"Content-Type": "application/json"})
 
 
 def _page(status: int, text: str) -> Reply:

@@ -8,6 +8,7 @@ servers are in tests/servers.py. huggingface_hub's own code resolves Hub files
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def hub(monkeypatch):
 def drive(monkeypatch):
     with DriveServer() as server:
         monkeypatch.setattr(transports, "GDRIVE_UC_URL", f"{server.url}/uc")
+        monkeypatch.setattr(transports, "GDRIVE_API_URL", f"{server.url}/drive/v3/files")
+        monkeypatch.delenv(transports.GDRIVE_CREDENTIALS_ENV, raising=False)
         yield server
 
 
@@ -328,6 +331,104 @@ def test_gdrive_quota_page_stops_with_the_manual_instruction(tmp_path, drive):
     assert "sources.local.yaml as `sam_images: downloads/manual/sam_images_9k.zip`" in msg
     assert f"sha256 {SHA}" in msg
     assert not part_of(tmp_path, "sam_images", "sam_images_9k.zip").exists()
+
+
+def service_account(drive) -> tuple[str, str]:
+    """A new service account key (JSON text) the stand-in trusts, and its private key PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    email = "fetcher@llava-lab.iam.gserviceaccount.com"
+    drive.trust(email, key.public_key())
+    info = {
+        "type": "service_account",
+        "project_id": "llava-lab",
+        "private_key_id": "0123abcd",
+        "private_key": pem,
+        "client_email": email,
+        "client_id": "1234567890",
+        "token_uri": f"{drive.url}/token",
+    }
+    return json.dumps(info), pem
+
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def test_gdrive_api_with_a_service_account_resumes_and_keeps_the_token_secret(
+    tmp_path, drive, monkeypatch, capfd
+):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="quota")  # the public route is shut
+    key_json, pem = service_account(drive)
+    monkeypatch.setenv(transports.GDRIVE_CREDENTIALS_ENV, key_json)
+    drive.cut(CUT)
+    with pytest.raises(StageError, match="bytes received are kept"):
+        sam(tmp_path)
+    assert sam(tmp_path).read_bytes() == DATA
+    steps = [(s.method, s.path, s.range_start) for s in drive.seen]
+    api = f"/drive/v3/files/{SAM_ID}"
+    assert steps == [("POST", "/token", None), ("GET", api, None)] + [
+        ("POST", "/token", None),
+        ("GET", api, CUT),
+    ]
+    gets = [s for s in drive.seen if s.method == "GET"]
+    assert [s.headers["authorization"] for s in gets] == [f"Bearer {t}" for t in drive.issued]
+    assert all(s.query["alt"] == "media" for s in gets)
+    secrets = [t.encode() for t in drive.issued] + [pem.splitlines()[1].encode()]
+    said = capfd.readouterr()
+    for path in files_under(tmp_path):
+        assert not any(secret in path.read_bytes() for secret in secrets), path
+    assert not any(secret.decode() in said.out + said.err for secret in secrets)
+
+
+def test_gdrive_api_with_saved_user_credentials_refreshes_the_token(tmp_path, drive, monkeypatch):
+    drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="quota")
+    drive.refresh_tokens.add("1//refresh-me")
+    saved = {  # the oauth2client form DVC's gdrive remote saves after the browser sign-in
+        "access_token": "ya29.expired",
+        "client_id": "123-lab.apps.googleusercontent.com",
+        "client_secret": "not-so-secret",
+        "refresh_token": "1//refresh-me",
+        "token_expiry": "2020-01-01T00:00:00Z",
+        "token_uri": f"{drive.url}/token",
+        "user_agent": None,
+        "invalid": False,
+        "_class": "OAuth2Credentials",
+        "_module": "oauth2client.client",
+    }
+    monkeypatch.setenv(transports.GDRIVE_CREDENTIALS_ENV, json.dumps(saved))
+    assert sam(tmp_path).read_bytes() == DATA
+    (grant,) = [s for s in drive.seen if s.method == "POST"]
+    assert "grant_type=refresh_token" in grant.body.decode()
+
+
+def test_gdrive_api_refusal_and_bad_credentials_say_what_to_do(tmp_path, drive, monkeypatch):
+    drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="private")
+    key_json, _ = service_account(drive)
+    monkeypatch.setenv(transports.GDRIVE_CREDENTIALS_ENV, key_json)
+    with pytest.raises(StageError) as err:
+        sam(tmp_path)
+    msg = str(err.value)
+    assert "source 'sam_images'" in msg and "HTTP 403" in msg
+    assert "GDRIVE_CREDENTIALS_DATA: share the file with it" in msg
+    assert "save it as downloads/manual/sam_images_9k.zip" in msg and f"sha256 {SHA}" in msg
+
+    drive.accounts.clear()  # the key is no longer valid: the token endpoint refuses it
+    with pytest.raises(StageError, match="no access token could be obtained") as err:
+        sam(tmp_path)
+    assert "GDRIVE_CREDENTIALS_DATA" in str(err.value) and "Invalid grant" in str(err.value)
+
+    monkeypatch.setenv(transports.GDRIVE_CREDENTIALS_ENV, "/home/me/key.json")
+    with pytest.raises(StageError, match="GDRIVE_CREDENTIALS_DATA is not JSON"):
+        sam(tmp_path)
 
 
 def test_drive_confirm_link_of_the_older_page_is_followed():
