@@ -52,10 +52,6 @@ COMMIT_HEX = re.compile(r"[0-9a-f]{40}")
 class Refused(StageError):
     """The server refused the request with a 4xx status that retrying will not change."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 class HtmlPage(StageError):
     """The server answered an HTML page where a file was expected."""
@@ -314,7 +310,7 @@ class _Transfer:
             if status in RETRY_STATUSES or status >= 500:
                 return "retry", f"HTTP {status}", _retry_after(resp)
             if status not in (200, 206):
-                raise Refused(self._refusal(status, resp.reason), status)
+                raise Refused(self._refusal(status, resp.reason))
             if self.refuse_html and "html" in resp.headers.get("Content-Type", "").lower():
                 text = resp.raw.read(HTML_LIMIT, decode_content=True) or b""
                 raise HtmlPage(self.name, self.url, resp.url, text.decode("utf-8", "replace"))
