@@ -13,9 +13,11 @@ PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads 
 
 env: $(VENV)/.installed
 
+# uv (pinned in the lock) installs the lock's exact versions, nothing else, in seconds.
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $$(grep '^uv==' requirements.lock)
+	$(BIN)/uv pip sync --quiet --system-certs --python $(BIN)/python requirements.lock
 	touch $@
 
 ## Build the whole layout and the mixtures (on the embedded miniature by default),
@@ -46,11 +48,10 @@ verify: env
 miniature: env
 	$(BIN)/python -m miniature.generate --out miniature/upstream --update-registry sources.yaml
 
-## Re-pin requirements.lock from requirements.in.
-lock:
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -r requirements.in
-	.lock-venv/bin/pip freeze > requirements.lock && rm -rf .lock-venv
+## Re-pin requirements.lock from requirements.in (every package, for Python 3.11).
+lock: env
+	$(BIN)/uv pip compile --quiet --system-certs --python-version 3.11 --no-header --no-annotate \
+	  requirements.in -o requirements.lock
 
 ## Benchmarks (figures in the README).
 bench-layout: env
