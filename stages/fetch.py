@@ -4,6 +4,12 @@ Reads `sources.<name>` of the registry (params file) for the active profile and
 writes `<out>/<file>`. Partial downloads live under `--partial` (not a DVC
 output, so `dvc repro` never deletes them) and are resumed by the next run; a
 file is renamed into `<out>` only once its size and checksum are verified.
+
+A file that no checksum holds (neither the registry's nor one the upstream announced)
+is also checked whole by its kind before what it taught is pinned in the registry: a
+JSON annotation file must parse to its end as one array of records, a zip archive's
+central directory must read and every member must pass its CRC. A damaged first
+download is thus refused instead of being pinned.
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ import os
 import re
 import shutil
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from stages import transports
+from stages import jsonscan, transports
 from stages.common import StageError, file_digest, load_params, run_main
 from stages.registry import record
 
 KINDS = ("local", "url", "hf", "gdrive", "manual")
 HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+RECORDABLE = ("size", "sha256")  # what a first download pins (with the Hub revision)
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+ZIP_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -77,38 +88,241 @@ class Origin:
             profile,
         )
 
+    @property
+    def where(self) -> str:
+        """The registry key of this origin."""
+        return f"sources.{self.name}.{self.profile}"
+
+
+class Mismatch(StageError):
+    """A fetched file whose size or checksum is not what the registry or the upstream says.
+
+    `key` is what differs (size, sha256, md5); `against` is "registry" or "upstream".
+    """
+
+    def __init__(self, message: str, key: str, against: str) -> None:
+        super().__init__(message)
+        self.key, self.against = key, against
+
 
 def verify(path: Path, origin: Origin, announced: dict[str, str] | None = None) -> dict[str, str]:
     """Check size and checksums of a fetched file; return the digests seen.
 
     `announced` holds checksums the upstream published for this very file (e.g. a
     Hugging Face LFS sha256); they are checked too, so a corrupt transfer is caught
-    even while the registry has no checksum yet.
+    even while the registry has no checksum yet. A difference raises `Mismatch`.
     """
     actual = path.stat().st_size
     if origin.size is not None and actual != origin.size:
-        raise StageError(
+        raise Mismatch(
             f"source {origin.name!r}: {path} has {actual:,} bytes, the registry says "
-            f"{origin.size:,}"
+            f"{origin.size:,}",
+            "size",
+            "registry",
         )
     seen = {}
     for algo, expected in origin.checksums or (("sha256", None),):
         seen[algo] = file_digest(path, algo)
         if expected is not None and seen[algo] != expected:
-            raise StageError(
+            raise Mismatch(
                 f"source {origin.name!r}: {path} has {algo} {seen[algo]}, the registry says "
-                f"{expected}"
+                f"{expected}",
+                algo,
+                "registry",
             )
     for algo, expected in (announced or {}).items():
         if algo not in HEX:
             continue
         seen.setdefault(algo, file_digest(path, algo))
         if seen[algo] != expected:
-            raise StageError(
+            raise Mismatch(
                 f"source {origin.name!r}: {path} has {algo} {seen[algo]}, the upstream announced "
-                f"{expected} for it (the transfer is corrupt or the file changed meanwhile)"
+                f"{expected} for it (the transfer is corrupt or the file changed meanwhile)",
+                algo,
+                "upstream",
             )
     return seen
+
+
+# ---- is a file whole? -----------------------------------------------------------------
+
+
+def content_kind(file: str, head: bytes) -> str | None:
+    """Which wholeness check a file gets: "json", "zip", or None (no check applies).
+
+    Decided by the registry's `file` name (`.json`, `.zip`) and, for a zip under
+    another name, by its first bytes.
+    """
+    name = file.lower()
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith(".zip") or head.startswith(ZIP_MAGIC):
+        return "zip"
+    return None
+
+
+def needs_wholeness_check(origin: Origin, learned: dict, announced: dict) -> bool:
+    """Whether a file must be proved whole before what it taught is pinned: it taught a
+    size or a sha256, and no checksum (the registry's or an announced one) held its bytes."""
+    held = bool(origin.checksums) or any(algo in HEX for algo in announced)
+    return not held and any(key in learned for key in RECORDABLE)
+
+
+def wholeness_problem(path: Path, file: str) -> str | None:
+    """What makes the file at `path` (registered as `file`) not whole, or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    kind = content_kind(file, head)
+    if kind == "json":
+        try:
+            jsonscan.scan(path)
+        except StageError as err:
+            return f"the JSON scanner found {_scanner_reason(err, path)}"
+    elif kind == "zip":
+        return zip_problem(path)
+    return None
+
+
+def _scanner_reason(err: StageError, path: Path) -> str:
+    """The scanner's message without the file name and its own advice (ours follows)."""
+    reason = str(err).removeprefix(f"{path}: ")
+    head, sep, tail = reason.rpartition("; ")
+    return head if sep and "dvc repro" in tail else reason
+
+
+def zip_problem(path: Path) -> str | None:
+    """What is wrong with the zip archive at `path`, or None: its central directory must
+    read and every member must read back to its end with the right CRC (streaming; this
+    is `ZipFile.testzip`, naming the member whatever the error)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        return f"its zip central directory cannot be read ({err})"
+    with zf:
+        for info in zf.infolist():
+            try:
+                with zf.open(info) as member:
+                    while member.read(ZIP_CHUNK):
+                        pass
+            except zipfile.BadZipFile as err:
+                return f"zip member {info.filename!r} fails its check ({err})"
+            except (
+                OSError,
+                EOFError,
+                zlib.error,
+                RuntimeError,
+                NotImplementedError,
+                ValueError,
+            ) as err:
+                return f"zip member {info.filename!r} cannot be read ({type(err).__name__}: {err})"
+    return None
+
+
+# ---- where the bytes came from, and what to advise ---------------------------------------
+
+
+def local_source(origin: Origin, local_copy: Path | None) -> Path | None:
+    """The local file the bytes are taken from: the sources.local.yaml copy, or a `local:`."""
+    if local_copy is not None:
+        return local_copy
+    return Path(origin.spec) if origin.kind == "local" else None
+
+
+def _registry_name(registry: Path | None) -> str:
+    return str(registry) if registry is not None else "sources.yaml"
+
+
+def _null_keys(origin: Origin, keys) -> str:
+    return " and ".join(f"`{origin.where}.{key}`" for key in keys)
+
+
+def mismatch_message(
+    err: Mismatch, origin: Origin, kept: Path, local_copy: Path | None, registry: Path | None
+) -> str:
+    """The message for a fetched file that failed verification (moved to `kept`)."""
+    again = f"`dvc repro fetch@{origin.name}`"
+    text = f"{err}. The file was moved to {kept} (not deleted). "
+    if err.against != "registry":
+        return text + f"Run {again} to download it again."
+    src = local_source(origin, local_copy)
+    if local_copy is not None:
+        text += (
+            f"If the registry is right, the copy {local_copy} listed in sources.local.yaml is "
+            f"not the file it describes: replace it with a good copy, or remove its line from "
+            f"sources.local.yaml to download from the origin, and run {again}."
+        )
+    elif src is not None:
+        text += (
+            f"If the registry is right, {src} is not the file it describes: put the right file "
+            f"there (or list a good copy in sources.local.yaml as "
+            f"`{origin.name}: /path/to/{origin.file}`) and run {again}."
+        )
+    else:
+        text += f"If the registry is right, the download was bad: run {again} to download again."
+    pinned = ["size"] * (origin.size is not None) + [
+        algo for algo, _ in origin.checksums if algo in RECORDABLE
+    ]
+    if err.key in RECORDABLE and pinned:
+        name = _registry_name(registry)
+        text += (
+            f" If the registry is wrong or out of date (a first download records the size and "
+            f"sha256 it saw, so a damaged first download pins wrong values, and a file changed "
+            f"upstream since no longer matches them; `git log -p {name}` shows when they were "
+            f"recorded), set {_null_keys(origin, pinned)} back to null in {name} and run "
+            f"{again} again: it pins the file it fetches then."
+        )
+    return text
+
+
+def not_whole_message(
+    origin: Origin,
+    problem: str,
+    kept: Path,
+    out_dir: Path,
+    local_copy: Path | None,
+    registry: Path | None,
+) -> str:
+    """The message for a first download that is not whole (moved to `kept`)."""
+    again = f"`dvc repro fetch@{origin.name}`"
+    listed = f"`{origin.name}: /path/to/{origin.file}`"
+    pinned = f"{registry} is unchanged" if registry is not None else "the registry is unchanged"
+    text = (
+        f"source {origin.name!r}: {origin.file} as fetched is not whole: {problem}. Nothing was "
+        f"pinned ({pinned}) and nothing was placed in {out_dir}; the bytes were moved to "
+        f"{kept} (not deleted). "
+    )
+    src = local_source(origin, local_copy)
+    if local_copy is not None:
+        return text + (
+            f"The copy {local_copy} listed in sources.local.yaml is incomplete or damaged: "
+            f"replace it with a good copy, or remove its line from sources.local.yaml to "
+            f"download from the origin, then run {again}."
+        )
+    if src is not None:
+        return text + (
+            f"The local file {src} is incomplete or damaged: if it was still being written, "
+            f"run {again} once it is complete; otherwise put a good copy there (or list one in "
+            f"sources.local.yaml as {listed}) and run {again}."
+        )
+    return text + (
+        f"Run {again} to download it again; if it fails the same way, the upstream file "
+        f"itself is damaged: report it upstream, or list a good copy in sources.local.yaml as "
+        f"{listed} and run {again}."
+    )
+
+
+# ---- the stage ---------------------------------------------------------------------------
+
+
+def reject(path: Path, partial_dir: Path, name: str) -> Path:
+    """Move `path` into `<partial_dir>/rejected/<name>/`, over nothing; return where."""
+    folder = partial_dir / "rejected" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / path.name, 1
+    while target.exists() or target.is_symlink():
+        target, n = folder / f"{path.name}.{n}", n + 1
+    os.replace(path, target)
+    return target
 
 
 def fetch(
@@ -121,22 +335,18 @@ def fetch(
     """Obtain, verify and place one source file; return its final path.
 
     A file already in `out_dir` (kept there by `persist`) that still verifies is
-    not downloaded again. A verified file is renamed into `out_dir`; a file that
-    fails verification is moved to `<partial_dir>/rejected/<source>/` (never
-    deleted) and the stage stops. A transport that fails leaves its partial file
-    in `<partial_dir>/<source>/`, where the next run resumes it. What a first
+    not downloaded again (see `keep_existing`). A verified file is renamed into
+    `out_dir`; a file that fails verification, or a first download that is not
+    whole, is moved to `<partial_dir>/rejected/<source>/` (never deleted) and the
+    stage stops. A transport that fails leaves its partial file in
+    `<partial_dir>/<source>/`, where the next run resumes it. What a first
     download learns (size, sha256, Hugging Face commit) is written into `registry`.
     """
     final = out_dir / origin.file
-    if final.is_file():
-        try:
-            verify(final, origin)
-            return final
-        except StageError as err:
-            kept = transports.set_aside(final)
-            print(f"{err}; moved it to {kept} and fetching again", file=sys.stderr)
+    if final.is_file() and keep_existing(origin, final, partial_dir, local_copy, registry):
+        return final
     for stray in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
-        transports.set_aside(stray)
+        reject(stray, partial_dir, origin.name)
     staging = partial_dir / origin.name
     staging.mkdir(parents=True, exist_ok=True)
     part = staging / (origin.file + ".part")
@@ -147,13 +357,17 @@ def fetch(
         announced = transports.obtain(origin.kind, origin.spec, origin, part)
     try:
         seen = verify(part, origin, announced)
-    except StageError as err:
+    except Mismatch as err:
         kept = transports.set_aside(part)
-        raise StageError(
-            f"{err}. The file was moved to {kept} (not deleted); if the registry is right, "
-            f"delete it and run `dvc repro fetch@{origin.name}` to download again"
-        ) from None
+        raise StageError(mismatch_message(err, origin, kept, local_copy, registry)) from None
     learned = learned_facts(origin, part.stat().st_size, seen, announced)
+    if needs_wholeness_check(origin, learned, announced):
+        problem = wholeness_problem(part, origin.file)
+        if problem is not None:
+            kept = transports.set_aside(part)
+            raise StageError(
+                not_whole_message(origin, problem, kept, out_dir, local_copy, registry)
+            )
     if learned:
         announce_learned(origin, learned, registry)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,23 +376,133 @@ def fetch(
     return final
 
 
+def keep_existing(
+    origin: Origin, final: Path, partial_dir: Path, local_copy: Path | None, registry: Path | None
+) -> bool:
+    """Whether the file already in place is kept; one that is not is moved aside first.
+
+    A file that fails the registry's pins is moved aside. One the registry holds to no
+    checksum verifies trivially: it is kept only if it is whole, loudly (which bytes are
+    used, whether the local file it came from changed, how to take new bytes), and what
+    it shows is pinned as a first download would. No network request is made.
+    """
+    try:
+        seen = verify(final, origin)
+    except Mismatch as err:
+        kept = reject(final, partial_dir, origin.name)
+        print(f"{err}; moved it to {kept} and fetching again", file=sys.stderr)
+        return False
+    size = final.stat().st_size
+    learned = learned_facts(origin, size, seen, {})
+    if not learned:
+        return True
+    problem = wholeness_problem(final, origin.file)
+    if problem is not None:
+        kept = reject(final, partial_dir, origin.name)
+        print(
+            f"source {origin.name!r}: the file already fetched, {final}, is not whole: "
+            f"{problem}; moved it to {kept} and fetching again",
+            file=sys.stderr,
+        )
+        return False
+    sha = seen["sha256"]
+    src = local_source(origin, local_copy)
+    changed = local_change(src, final, size, sha) if src is not None else None
+    recorded, note = pin(origin, learned, registry)
+    text = kept_message(origin, final, size, sha, src, changed, recorded, note, registry)
+    print(text, file=sys.stderr)
+    return True
+
+
+def local_change(src: Path, final: Path, size: int, sha: str) -> tuple[int, str] | None:
+    """(size, sha256) of the local file `src` if its bytes differ from the kept file's
+    (`size`, `sha`), else None. Sizes are compared first; `src` is hashed only when they
+    match, or to report how it differs."""
+    try:
+        st = src.stat()
+        if os.path.samestat(st, final.stat()):
+            return None
+    except OSError:
+        return None  # gone or unreadable: nothing to compare with
+    if st.st_size == size:
+        theirs = file_digest(src)
+        return None if theirs == sha else (st.st_size, theirs)
+    return st.st_size, file_digest(src)
+
+
+def kept_message(
+    origin: Origin,
+    final: Path,
+    size: int,
+    sha: str,
+    src: Path | None,
+    changed: tuple[int, str] | None,
+    recorded: dict,
+    note: str,
+    registry: Path | None = None,
+) -> str:
+    """What a kept file that the registry held to no checksum tells the user."""
+    text = (
+        f"WARNING: source {origin.name!r}: {origin.where} pins no checksum, so the file already "
+        f"fetched is used as it is, without comparing it with its origin: {final} "
+        f"({size:,} bytes, sha256 {sha})."
+    )
+    if changed is not None:
+        text += (
+            f" The local file {src} changed since it was fetched: it now has {changed[0]:,} "
+            f"bytes, sha256 {changed[1]}, the kept file {size:,} bytes, sha256 {sha}. The kept "
+            f"bytes are used until you delete {final}."
+        )
+    text += f" {note}"
+    undo = ""
+    if recorded:
+        undo = f", set {_null_keys(origin, recorded)} back to null in {registry}"
+    return text + (
+        f" To take the origin's current bytes instead, delete {final}{undo} and run "
+        f"`dvc repro fetch@{origin.name}`."
+    )
+
+
+def pin(
+    origin: Origin, learned: dict, registry: Path | None, listed: bool = False
+) -> tuple[dict, str]:
+    """Write what was learned into the registry; return what was recorded and a sentence
+    saying where it went (or what to record by hand; `listed`: the message already says
+    what was learned, in the registry's terms)."""
+    recorded: dict = {}
+    why = ""
+    if registry is not None:
+        try:
+            recorded = record(registry, origin.name, origin.profile, learned)
+        except StageError as err:
+            why = f" ({err})"
+    rest = {k: v for k, v in learned.items() if k not in recorded}
+    done = ""
+    if recorded:
+        what = "" if not rest else f" {_facts(recorded)}"
+        done = (
+            f"Recorded{what} in {registry} ({origin.where}): commit that change so every "
+            f"later run and every teammate is held to it."
+        )
+    if rest:
+        what = "it" if listed and not recorded else _facts(rest)
+        done += (
+            f"{' ' if done else ''}Record {what} by hand as {origin.where}{why} so every later "
+            f"run is held to it."
+        )
+    return recorded, done
+
+
+def _facts(learned: dict) -> str:
+    return ", ".join(f"{'hf.' if k == 'revision' else ''}{k}: {v}" for k, v in learned.items())
+
+
 def announce_learned(origin: Origin, learned: dict, registry: Path | None) -> None:
     """Record what a first download established in the registry, and say so loudly."""
-    where = f"sources.{origin.name}.{origin.profile}"
-    facts = ", ".join(f"{'hf.' if k == 'revision' else ''}{k}: {v}" for k, v in learned.items())
-    try:
-        if registry is None:
-            raise StageError("no registry given")
-        record(registry, origin.name, origin.profile, learned)
-        done = (
-            f"Recorded in {registry} ({where}): commit that change so every later run and "
-            f"every teammate is held to it."
-        )
-    except StageError:
-        done = f"Record it by hand as {where} so every later run is held to it."
+    _, done = pin(origin, learned, registry, listed=True)
     print(
         f"WARNING: source {origin.name!r} was not pinned in the registry; this download has "
-        f"{facts}. {done}",
+        f"{_facts(learned)}. {done}",
         file=sys.stderr,
     )
 
@@ -205,7 +529,10 @@ def local_copy_for(name: str, overrides: Path | None) -> Path | None:
         return None
     path = Path(os.path.expanduser(str(table[name])))
     if not path.is_file():
-        raise StageError(f"source {name!r}: {overrides} points at {path}, which is not a file")
+        raise StageError(
+            f"source {name!r}: {overrides} points at {path}, which is not a file; fix that "
+            f"line, or remove it to download from the origin, and run `dvc repro fetch@{name}`"
+        )
     return path
 
 

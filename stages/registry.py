@@ -36,10 +36,22 @@ def fill_nulls(text: str, name: str, profile: str, learned: dict[str, str | int]
     )
 
 
-def record(registry: Path, name: str, profile: str, learned: dict[str, str | int]) -> None:
-    """Fill what was learned into the registry file, atomically."""
+def record(
+    registry: Path, name: str, profile: str, learned: dict[str, str | int]
+) -> dict[str, str | int]:
+    """Fill what was learned into the registry file, atomically; return what was filled.
+
+    A key whose value on that line is not `null` (or that the line lacks) is left out of
+    the result, so the caller can say what still has to be recorded by hand.
+    """
     text = registry.read_text(encoding="utf-8")
-    updated = fill_nulls(text, name, profile, learned)
+    updated, filled = text, {}
+    for key, value in learned.items():
+        new = fill_nulls(updated, name, profile, {key: value})
+        if new != updated:
+            filled[key] = value
+        updated = new
     if updated != text:
         with atomic_path(registry) as tmp:
             tmp.write_text(updated, encoding="utf-8")
+    return filled

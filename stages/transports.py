@@ -198,7 +198,10 @@ def _manual_steps(origin, kind: str, spec) -> str:
     held = ", ".join(f"{a} {v}" for a, v in origin.checksums)
     if origin.size is not None:
         held = f"{origin.size:,} bytes" + (f" and {held}" if held else "")
-    held = held or "no checksum yet (its sha256 will be printed: record it in sources.yaml)"
+    held = held or (
+        "no checksum yet (once it is checked whole, its size and sha256 are recorded in "
+        "sources.yaml: commit that change)"
+    )
     return (
         f"{what}. Then list the file in sources.local.yaml as `{origin.name}: {saved}` and run "
         f"`dvc repro fetch@{origin.name}`; it will be held to {held}"

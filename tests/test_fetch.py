@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,18 +11,22 @@ import pytest
 import yaml
 
 from stages.common import StageError
-from stages.fetch import Origin, fetch, local_copy_for, main
+from stages.fetch import Origin, content_kind, fetch, local_copy_for, main, needs_wholeness_check
+from tests.zips import corrupt_member_data, stored_zip, zip_bytes
 
 PAYLOAD = b"llava" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
+# What an unpinned first download must be to be pinned: a whole zip
+ZIP = stored_zip({"train2017/000000000009.jpg": b"\xff\xd8jpeg" * 200})
+ZIP_SHA = hashlib.sha256(ZIP).hexdigest()
 
 
-def entry(tmp_path: Path, **origin) -> dict:
+def entry(tmp_path: Path, payload: bytes = PAYLOAD, **origin) -> dict:
     src = tmp_path / "upstream" / "train2017.zip"
     src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_bytes(PAYLOAD)
-    base = {"local": str(src), "size": len(PAYLOAD), "sha256": SHA}
+    src.write_bytes(payload)
+    base = {"local": str(src), "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     base.update(origin)
     return {"file": "train2017.zip", "mini": {k: v for k, v in base.items() if v is not None}}
 
@@ -66,13 +71,13 @@ def test_mismatch_stops_names_source_and_keeps_bytes_aside(tmp_path, override, m
 
 
 def test_missing_checksum_is_reported_loudly_with_what_was_seen(tmp_path, capsys):
-    do_fetch(tmp_path, entry(tmp_path, sha256=None, size=None))
+    do_fetch(tmp_path, entry(tmp_path, ZIP, sha256=None, size=None))
     err = capsys.readouterr().err
-    assert "WARNING" in err and SHA in err and "by hand as sources.coco.mini" in err
+    assert "WARNING" in err and ZIP_SHA in err and "by hand as sources.coco.mini" in err
 
 
 def test_first_download_records_size_and_checksum_in_the_registry(tmp_path, capsys):
-    raw = entry(tmp_path, sha256=None, size=None)
+    raw = entry(tmp_path, ZIP, sha256=None, size=None)
     registry = tmp_path / "sources.yaml"
     registry.write_text(
         "sources:\n"
@@ -94,7 +99,7 @@ def test_first_download_records_size_and_checksum_in_the_registry(tmp_path, caps
     assert changed == [
         (
             f"    mini: {{local: {raw['mini']['local']}, size: null, sha256: null}}",
-            f"    mini: {{local: {raw['mini']['local']}, size: {len(PAYLOAD)}, sha256: {SHA}}}",
+            f"    mini: {{local: {raw['mini']['local']}, size: {len(ZIP)}, sha256: {ZIP_SHA}}}",
         )
     ]
     assert f"Recorded in {registry}" in capsys.readouterr().err
@@ -197,3 +202,254 @@ def test_cli_reads_the_registry_entry_of_the_active_profile(tmp_path, monkeypatc
         ]
     )
     assert (tmp_path / "out/train2017.zip").read_bytes() == PAYLOAD
+
+
+# ---- a first download is pinned only when it is whole ---------------------------------
+
+RECORDS = [
+    {
+        "id": f"{i:012d}",
+        "image": f"coco/train2017/{i:012d}.jpg",
+        "conversations": [
+            {"from": "human", "value": f"<image>\nWhat is in picture {i}?"},
+            {"from": "gpt", "value": f"A picture numbered {i}, with a cat on a sofa."},
+        ],
+    }
+    for i in range(30)
+]
+WHOLE_JSON = json.dumps(RECORDS, indent=1).encode()
+JSON_FILE = "llava_instruct_150k.json"
+IMG = b"\xff\xd8jpeg bytes " * 300
+GOOD_ZIP = stored_zip({"train2017/a.jpg": IMG, "train2017/b.jpg": IMG[::-1]})
+
+
+def unpinned(tmp_path: Path, name: str, file: str, data: bytes) -> tuple[Path, Path]:
+    """An upstream file and a registry (one-line entries) that pins nothing for it."""
+    src = tmp_path / "upstream" / file
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(data)
+    registry = tmp_path / "sources.yaml"
+    registry.write_text(
+        "sources:\n"
+        f"  {name}:\n"
+        f"    file: {file}\n"
+        f"    mini: {{local: {src}, size: null, sha256: null}}\n"
+        "  other:\n"
+        "    file: x.zip\n"
+        "    mini: {local: x, size: null, sha256: null}\n"
+    )
+    return src, registry
+
+
+def fetch_from(tmp_path: Path, registry: Path, name: str, local: Path | None = None) -> Path:
+    """The fetch stage as `dvc repro fetch@<name>` runs it, from the registry file's entry."""
+    origin = Origin.parse(name, yaml.safe_load(registry.read_text())["sources"][name], "mini")
+    dl = tmp_path / "downloads"
+    return fetch(origin, dl / name, dl / ".partial", local, registry)
+
+
+def assert_refused(tmp_path, registry, name, file, data, err, *reasons) -> None:
+    """Nothing pinned, nothing placed, the bytes kept aside, and a message that says so."""
+    msg = str(err.value)
+    assert f"source {name!r}" in msg and file in msg
+    assert f"dvc repro fetch@{name}" in msg
+    assert all(reason in msg for reason in reasons), msg
+    kept = tmp_path / f"downloads/.partial/rejected/{name}/{file}.part"
+    assert kept.read_bytes() == data, "the downloaded bytes are kept aside, not deleted"
+    assert str(kept) in msg
+    assert not (tmp_path / f"downloads/{name}").exists(), "no output that looks valid"
+
+
+def test_truncated_json_first_download_is_refused_and_not_pinned(tmp_path, capsys):
+    truncated = WHOLE_JSON[: len(WHOLE_JSON) * 6 // 10]
+    _, registry = unpinned(tmp_path, "instruct", JSON_FILE, truncated)
+    before = registry.read_bytes()
+    with pytest.raises(StageError) as err:
+        fetch_from(tmp_path, registry, "instruct")
+    assert registry.read_bytes() == before, "nothing is pinned"
+    assert_refused(tmp_path, registry, "instruct", JSON_FILE, truncated, err, "truncated")
+    assert "Nothing was pinned" in str(err.value)
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_whole_json_first_download_is_pinned(tmp_path, capsys):
+    src, registry = unpinned(tmp_path, "instruct", JSON_FILE, WHOLE_JSON)
+    final = fetch_from(tmp_path, registry, "instruct")
+    assert final.read_bytes() == WHOLE_JSON
+    sha = hashlib.sha256(WHOLE_JSON).hexdigest()
+    line = f"    mini: {{local: {src}, size: {len(WHOLE_JSON)}, sha256: {sha}}}"
+    assert line in registry.read_text().splitlines()
+    assert f"Recorded in {registry}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda z: z[: len(z) * 6 // 10], "central directory cannot be read"),
+        (lambda z: corrupt_member_data(z, IMG), "zip member 'train2017/a.jpg'"),
+    ],
+    ids=["truncated", "bad-crc"],
+)
+def test_damaged_zip_first_download_is_refused_and_not_pinned(tmp_path, damage, reason):
+    data = damage(GOOD_ZIP)
+    _, registry = unpinned(tmp_path, "coco", "train2017.zip", data)
+    before = registry.read_bytes()
+    with pytest.raises(StageError) as err:
+        fetch_from(tmp_path, registry, "coco")
+    assert registry.read_bytes() == before
+    assert_refused(tmp_path, registry, "coco", "train2017.zip", data, err, reason)
+
+
+def test_deflated_zip_with_damaged_data_is_refused(tmp_path):
+    text = b"a caption that compresses well " * 400
+    data = bytearray(zip_bytes({"a.txt": text}))
+    data[60] ^= 0xFF  # inside the deflate stream
+    _, registry = unpinned(tmp_path, "coco", "train2017.zip", bytes(data))
+    with pytest.raises(StageError, match="zip member 'a.txt'"):
+        fetch_from(tmp_path, registry, "coco")
+
+
+def test_valid_zip_first_download_is_pinned(tmp_path):
+    src, registry = unpinned(tmp_path, "coco", "train2017.zip", GOOD_ZIP)
+    assert fetch_from(tmp_path, registry, "coco").read_bytes() == GOOD_ZIP
+    sha = hashlib.sha256(GOOD_ZIP).hexdigest()
+    line = f"    mini: {{local: {src}, size: {len(GOOD_ZIP)}, sha256: {sha}}}"
+    assert line in registry.read_text().splitlines()
+
+
+def test_damaged_copy_from_sources_local_yaml_is_refused_and_left_alone(tmp_path):
+    _, registry = unpinned(tmp_path, "coco", "train2017.zip", GOOD_ZIP)
+    copy = tmp_path / "lab-share/train2017.zip"
+    copy.parent.mkdir()
+    copy.write_bytes(GOOD_ZIP[:-100])
+    with pytest.raises(StageError) as err:
+        fetch_from(tmp_path, registry, "coco", copy)
+    msg = str(err.value)
+    assert f"The copy {copy} listed in sources.local.yaml" in msg
+    assert "dvc repro fetch@coco" in msg
+    assert copy.read_bytes() == GOOD_ZIP[:-100]
+    assert "null, sha256: null" in registry.read_text().splitlines()[3]
+
+
+def test_verification_failure_says_how_to_undo_a_wrong_pin_and_that_advice_works(tmp_path):
+    src, registry = unpinned(tmp_path, "coco", "train2017.zip", GOOD_ZIP)
+    # an earlier first download pinned bytes that upstream no longer serves
+    text = registry.read_text().replace("size: null, sha256: null", f"size: 9, sha256: {SHA}", 1)
+    registry.write_text(text)
+    with pytest.raises(StageError) as err:
+        fetch_from(tmp_path, registry, "coco")
+    msg = str(err.value)
+    assert "the registry says 9" in msg and "dvc repro fetch@coco" in msg
+    assert "set `sources.coco.mini.size` and `sources.coco.mini.sha256` back to null" in msg
+    assert f"git log -p {registry}" in msg
+    # following it: the next run fetches and pins what it gets
+    registry.write_text(text.replace(f"size: 9, sha256: {SHA}", "size: null, sha256: null"))
+    assert fetch_from(tmp_path, registry, "coco").read_bytes() == GOOD_ZIP
+    assert f"sha256: {hashlib.sha256(GOOD_ZIP).hexdigest()}" in registry.read_text()
+
+
+def test_upstream_announced_mismatch_does_not_suggest_undoing_a_pin(tmp_path):
+    from stages.fetch import Mismatch, mismatch_message
+
+    origin = Origin.parse("coco", entry(tmp_path), "mini")
+    err = Mismatch("source 'coco': x has sha256 a, the upstream announced b", "sha256", "upstream")
+    msg = mismatch_message(err, origin, tmp_path / "kept", None, None)
+    assert "dvc repro fetch@coco" in msg and "null" not in msg
+
+
+def test_unpinned_kept_file_whose_local_origin_changed_warns_and_keeps_old_bytes(tmp_path, capsys):
+    raw = entry(tmp_path, GOOD_ZIP, sha256=None, size=None)
+    final = do_fetch(tmp_path, raw)  # no registry to pin in: the origin stays unpinned
+    capsys.readouterr()
+    newer = stored_zip({"train2017/a.jpg": IMG + b"more"})
+    (tmp_path / "upstream/train2017.zip").write_bytes(newer)
+    assert do_fetch(tmp_path, raw).read_bytes() == GOOD_ZIP, "the kept bytes are used"
+    err = capsys.readouterr().err
+    old_sha, new_sha = hashlib.sha256(GOOD_ZIP).hexdigest(), hashlib.sha256(newer).hexdigest()
+    assert "changed since it was fetched" in err
+    assert old_sha in err and new_sha in err
+    assert f"{final} ({len(GOOD_ZIP):,} bytes, sha256 {old_sha})" in err
+    assert f"delete {final}" in err and "dvc repro fetch@coco" in err
+
+
+def test_unpinned_kept_file_of_the_same_size_but_other_bytes_is_noticed(tmp_path, capsys):
+    raw = entry(tmp_path, GOOD_ZIP, sha256=None, size=None)
+    do_fetch(tmp_path, raw)
+    same_size = stored_zip({"train2017/a.jpg": IMG[::-1], "train2017/b.jpg": IMG})
+    assert len(same_size) == len(GOOD_ZIP)
+    (tmp_path / "upstream/train2017.zip").write_bytes(same_size)
+    capsys.readouterr()
+    assert do_fetch(tmp_path, raw).read_bytes() == GOOD_ZIP
+    err = capsys.readouterr().err
+    assert "changed since it was fetched" in err
+    assert hashlib.sha256(same_size).hexdigest() in err
+
+
+def test_unpinned_kept_file_is_announced_and_pinned_from_its_bytes(tmp_path, capsys):
+    src, registry = unpinned(tmp_path, "coco", "train2017.zip", GOOD_ZIP)
+    final = tmp_path / "downloads/coco/train2017.zip"  # e.g. from `dvc pull`, before the pin
+    final.parent.mkdir(parents=True)
+    final.write_bytes(GOOD_ZIP)
+    assert fetch_from(tmp_path, registry, "coco") == final
+    err = capsys.readouterr().err
+    sha = hashlib.sha256(GOOD_ZIP).hexdigest()
+    assert f"{final} ({len(GOOD_ZIP):,} bytes, sha256 {sha})" in err
+    assert "changed since" not in err, "the local origin holds the same bytes"
+    assert f"Recorded in {registry}" in err
+    assert (
+        f"delete {final}, set `sources.coco.mini.size` and `sources.coco.mini.sha256` back "
+        f"to null in {registry} and run `dvc repro fetch@coco`" in err
+    )
+    line = f"    mini: {{local: {src}, size: {len(GOOD_ZIP)}, sha256: {sha}}}"
+    assert line in registry.read_text().splitlines()
+    # pinned now: the next run is quiet
+    assert fetch_from(tmp_path, registry, "coco") == final
+    assert capsys.readouterr().err == ""
+
+
+def test_unpinned_kept_file_that_is_not_whole_is_set_aside_and_fetched_again(tmp_path, capsys):
+    truncated = WHOLE_JSON[: len(WHOLE_JSON) // 2]
+    _, registry = unpinned(tmp_path, "instruct", JSON_FILE, WHOLE_JSON)
+    final = tmp_path / f"downloads/instruct/{JSON_FILE}"  # pinned-less bad bytes of old code
+    final.parent.mkdir(parents=True)
+    final.write_bytes(truncated)
+    assert fetch_from(tmp_path, registry, "instruct").read_bytes() == WHOLE_JSON
+    kept = tmp_path / f"downloads/.partial/rejected/instruct/{JSON_FILE}"
+    assert kept.read_bytes() == truncated
+    assert f"moved it to {kept} and fetching again" in capsys.readouterr().err
+    assert hashlib.sha256(WHOLE_JSON).hexdigest() in registry.read_text()
+
+
+def test_pinned_kept_file_that_fails_is_set_aside_beside_the_other_rejected_files(tmp_path):
+    raw = entry(tmp_path)
+    final = do_fetch(tmp_path, raw)
+    final.write_bytes(b"tampered")
+    assert do_fetch(tmp_path, raw).read_bytes() == PAYLOAD
+    kept = tmp_path / "downloads/.partial/rejected/coco/train2017.zip"
+    assert kept.read_bytes() == b"tampered"
+
+
+@pytest.mark.parametrize(
+    ("file", "head", "kind"),
+    [
+        ("chat.json", b"[{", "json"),
+        ("Chat.JSON", b"PK\x03\x04", "json"),
+        ("images.zip", b"", "zip"),
+        ("images.bin", b"PK\x03\x04", "zip"),
+        ("images.tar", b"ustar", None),
+    ],
+)
+def test_content_kind_by_name_and_for_zip_by_content(file, head, kind):
+    assert content_kind(file, head) == kind
+
+
+def test_wholeness_is_checked_only_for_bytes_no_checksum_held(tmp_path):
+    unheld = Origin.parse("coco", entry(tmp_path, sha256=None, size=None), "mini")
+    sized = Origin.parse("coco", entry(tmp_path, sha256=None), "mini")
+    pinned = Origin.parse("coco", entry(tmp_path), "mini")
+    learned = {"size": 1, "sha256": SHA}
+    assert needs_wholeness_check(unheld, learned, {})
+    assert needs_wholeness_check(sized, {"sha256": SHA}, {})
+    assert not needs_wholeness_check(unheld, learned, {"sha256": SHA})  # the Hub's LFS sha256
+    assert not needs_wholeness_check(pinned, {}, {})
+    assert not needs_wholeness_check(pinned, {"revision": "c" * 40}, {"revision": "c" * 40})
