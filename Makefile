@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
-VERIFY := --registry sources.yaml --manifests manifests --data-root data
+VERIFY := --registry sources.yaml --manifests manifests --data-root data --lock dvc.lock
 PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads --data-root data \
 	--local-copies sources.local.yaml
 

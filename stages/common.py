@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -21,14 +23,33 @@ class StageError(Exception):
     """A failure the user can act on; its message names the source, the file and the fix."""
 
 
+# Errors that mean the disk (or a quota or file-size limit) cannot take what is written.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
 def run_main(main_fn, argv=None) -> int:
-    """Run a stage's main, turning a StageError into one clear line on stderr and exit 1."""
+    """Run a stage's main, turning a StageError (or a full disk) into one clear line, exit 1."""
     try:
         main_fn(argv)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        print(f"error: {no_space_message(err)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def no_space_message(err: OSError, what: str | None = None) -> str:
+    """What a write that ran out of space means, and what to do."""
+    where = what or (f"writing {err.filename}" if err.filename else "writing an output")
+    return (
+        f"{where} failed: {err.strerror or err} (the disk is full, or a quota or file-size "
+        f"limit applies). Nothing already built was replaced: the outputs of the last "
+        f"successful run are still in place. Free some space, then run `dvc repro` again"
+    )
 
 
 def load_params(path: str | Path, key: str) -> Any:
@@ -42,16 +63,69 @@ def load_params(path: str | Path, key: str) -> Any:
     return node
 
 
+# `.<name>.tmp-<pid>` (being written) and `.<name>.old-<pid>` (being swapped out): the
+# temporaries a stage makes beside an output. A killed stage leaves them behind.
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)$")
+
+
+def temporary(final: Path, kind: str = "tmp") -> Path:
+    """The temporary sibling of `final` this process uses (`kind` is tmp or old)."""
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs (this process's own pid counts as not: it is new)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temporaries(folder: Path, names: set[str] | None = None) -> list[Path]:
+    """Temporaries in `folder` (of the outputs `names`, or of any) whose process is gone."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for entry in entries:
+        m = TEMPORARY.match(entry)
+        if m and (names is None or m["name"] in names) and not pid_alive(int(m["pid"])):
+            out.append(folder / entry)
+    return out
+
+
+def remove_stale(final: Path) -> None:
+    """Remove what interrupted runs left beside `final`, saying so on stderr."""
+    for stale in stale_temporaries(final.parent, {final.name}):
+        print(f"removing {stale}, left by an interrupted run", file=sys.stderr)
+        remove_path(stale)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
+    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds.
+
+    Temporaries that killed runs left beside `final` are removed first. A write that runs
+    out of space becomes a StageError saying that `final` is untouched.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    remove_stale(final)
+    tmp = temporary(final)
     remove_path(tmp)
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        raise StageError(no_space_message(err, f"writing {final}")) from None
     finally:
         remove_path(tmp)
 

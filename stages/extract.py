@@ -29,14 +29,18 @@ from pathlib import Path, PurePosixPath
 
 from stages.common import (
     CHUNK,
+    NO_SPACE,
     StageError,
     atomic_path,
     dumps_json,
     load_params,
+    no_space_message,
     only_file,
     progress,
     remove_path,
+    remove_stale,
     run_main,
+    temporary,
 )
 
 STAMP_NAME = ".extracted.json"
@@ -85,6 +89,16 @@ class TreeSpec:
             raise StageError(f"{where}: aliases are plain folder names")
         lowered = {k.lower(): v for k, v in rename.items()}
         return cls(name, raw["archive"], prefix, dest, lowered, decode, aliases)
+
+
+def parse_max_ratio(raw: object) -> float:
+    """`extract.max_expand_ratio` of params.yaml, checked before any I/O."""
+    ratio = raw.get("max_expand_ratio") if isinstance(raw, dict) else None
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not ratio > 0:
+        raise StageError(
+            f"params.yaml: extract.max_expand_ratio must be a positive number, got {ratio!r}"
+        )
+    return float(ratio)
 
 
 @dataclass(frozen=True)
@@ -210,7 +224,7 @@ def manifest_text(dest: str, rows: list) -> str:
 
 def swap_in(tmp: Path, final: Path) -> None:
     """Replace `final` by the finished `tmp` tree."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = temporary(final, "old")
     if final.exists() or final.is_symlink():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -244,10 +258,19 @@ def extract_tree(
         check_archive(label, infos, archive.stat().st_size, max_ratio)
         members = select_members(label, spec, infos)
         final = data_root / spec.dest
-        tmp = final.with_name(f".{final.name}.tmp-extract")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final)  # what a killed run left: a half-written or a swapped-out tree
+        tmp = temporary(final)
         remove_path(tmp)
         try:
             rows = extract_members(label, zf, members, tmp)
+        except OSError as err:
+            remove_path(tmp)
+            if err.errno not in NO_SPACE:
+                raise
+            raise StageError(
+                no_space_message(err, f"{label}: writing {err.filename or tmp}")
+            ) from None
         except BaseException:
             remove_path(tmp)
             raise
@@ -280,14 +303,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     spec = TreeSpec.parse(args.tree, load_params(args.registry, f"layout.trees.{args.tree}"))
-    max_ratio = load_params(args.params, "extract.max_expand_ratio")
-    if not isinstance(max_ratio, (int, float)) or isinstance(max_ratio, bool) or max_ratio <= 0:
-        raise StageError(f"{args.params}: extract.max_expand_ratio must be a positive number")
+    max_ratio = parse_max_ratio(load_params(args.params, "extract"))
     expected = args.data_root / spec.dest / STAMP_NAME
     if args.stamp != expected:
         raise StageError(f"--stamp must be {expected} (inside the tree), got {args.stamp}")
     extract_tree(
-        spec, only_file(args.archive), args.data_root, args.manifest, args.stamp, float(max_ratio)
+        spec, only_file(args.archive), args.data_root, args.manifest, args.stamp, max_ratio
     )
 
 

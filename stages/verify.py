@@ -1,9 +1,12 @@
 """Check every extracted tree against its manifest; name each damaged one and its fix.
 
-Reads `layout.trees` of the registry, `<manifests>/<tree>.tsv` and the files
-under the data root. With `--repair`, deletes the stamp of each damaged tree,
-so that the next `dvc repro` sees it and extracts the tree again (`make repro`
-runs `--quick --repair` before `dvc repro`, so a damaged tree is rebuilt).
+Reads `layout.trees` of the registry, `<manifests>/<tree>.tsv`, the files under
+the data root and (with `--lock`) the outputs dvc.lock lists. With `--repair`,
+deletes the stamp of each damaged tree, so that the next `dvc repro` sees it and
+extracts the tree again (`make repro` runs `--quick --repair` before `dvc repro`,
+so a damaged tree is rebuilt). Also lists the temporaries that killed runs left
+beside any output or tree (`.<name>.tmp-<pid>`, `.<name>.old-<pid>`); `--repair`
+removes them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common import CHUNK, StageError, load_params, run_main
+import yaml
+
+from stages.common import CHUNK, StageError, load_params, remove_path, run_main, stale_temporaries
 from stages.extract import STAMP_NAME
 from stages.validate import missing_images
 
@@ -93,11 +98,32 @@ def describe(report: TreeReport) -> str:
     )
 
 
+def output_paths(lock: Path | None, data_root: Path, trees: dict) -> list[Path]:
+    """Every output dvc.lock lists, and every tree folder of the layout."""
+    paths = [data_root / tree["dest"] for tree in trees.values()]
+    if lock is not None and lock.is_file():
+        with open(lock, encoding="utf-8") as fh:
+            stages = (yaml.safe_load(fh) or {}).get("stages") or {}
+        paths += [Path(out["path"]) for stage in stages.values() for out in stage.get("outs", [])]
+    return paths
+
+
+def stale_beside(paths: list[Path]) -> list[Path]:
+    """Temporaries of killed runs beside any of `paths` or their folders (one listing each)."""
+    names: dict[Path, set[str]] = {}
+    for path in paths:
+        for node in (path, *path.parents):
+            if node.name:
+                names.setdefault(node.parent, set()).add(node.name)
+    return sorted(p for folder in sorted(names) for p in stale_temporaries(folder, names[folder]))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--registry", required=True)
     ap.add_argument("--manifests", required=True, type=Path)
     ap.add_argument("--data-root", required=True, type=Path)
+    ap.add_argument("--lock", type=Path, help="dvc.lock: look for temporaries beside its outputs")
     ap.add_argument("--crc", action="store_true", help="also compare CRC-32s (reads every byte)")
     ap.add_argument("--quick", action="store_true", help="only check that every file exists")
     ap.add_argument(
@@ -108,6 +134,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     trees = load_params(args.registry, "layout.trees")
+    stale = stale_beside(output_paths(args.lock, args.data_root, trees))
+    for path in stale:
+        if args.repair:
+            remove_path(path)
+            print(f"removed {path}: left by an interrupted run")
+        else:
+            print(f"STALE   {path}: left by an interrupted run (`make verify ARGS=--repair`)")
     damaged = []
     for tree in sorted(trees):
         manifest = args.manifests / f"{tree}.tsv"
@@ -129,10 +162,11 @@ def main(argv=None) -> None:
                 (args.data_root / report.dest / STAMP_NAME).unlink(missing_ok=True)
     if damaged and args.repair:
         print(f"{len(damaged)} damaged trees: their stamps were removed; `dvc repro` rebuilds them")
-    elif damaged:
+    elif damaged or stale:
         raise StageError(
-            f"{len(damaged)} of {len(trees)} trees are damaged; rebuild each with the command "
-            f"above, or run `make verify ARGS=--repair` then `dvc repro`"
+            f"{len(damaged)} of {len(trees)} trees are damaged and {len(stale)} temporaries of "
+            f"interrupted runs are left; rebuild each tree with the command above, or run "
+            f"`make verify ARGS=--repair` then `dvc repro`"
         )
 
 
