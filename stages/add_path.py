@@ -15,10 +15,16 @@ from stages.common import StageError, run_main
 
 
 def with_prefix(record: dict, prefix: str) -> dict:
-    """The record with `prefix` in front of its image path (text-only records unchanged)."""
-    if "image" not in record:
+    """The record with `prefix` in front of its image path, or of each path of a multi-image
+    record; text-only records and image values that are no paths are left as they are."""
+    image = record.get("image")
+    if isinstance(image, str):
+        image = prefix + image
+    elif isinstance(image, list) and all(isinstance(p, str) for p in image):
+        image = [prefix + p for p in image]
+    else:
         return record
-    return {key: (prefix + value if key == "image" else value) for key, value in record.items()}
+    return {key: (image if key == "image" else value) for key, value in record.items()}
 
 
 def main(argv=None) -> None:

@@ -1,25 +1,28 @@
 """Read and write big JSON arrays of records (LLaVA annotation files) fast and lean.
 
 `scan` reads a file holding one JSON array of objects and returns a `RecordIndex`: the byte
-span of every element, its `id` (as a string) and its `image` (or None), and on request the
-digest of its canonical form. It never holds Python objects for more than one record: it
-reads the file in chunks into one reusable buffer and finds the element boundaries with
-numpy (quotes not escaped by an odd run of backslashes delimit strings; brackets outside
-strings give the depth), so its memory is a few chunks plus the index, whatever the file's
-size. `write_array` writes any selection of the indexed records, in any order and with
-repeats, in their canonical form, streaming and atomically.
+span of every element, its `id` (as a string) and its `image` (None, a path, a tuple of paths
+or INVALID_IMAGE), and on request the digest of its canonical form. It never holds Python
+objects for more than one record: it reads the file in chunks into one reusable buffer and
+finds the element boundaries with numpy (quotes not escaped by an odd run of backslashes
+delimit strings; brackets outside strings give the depth), so its memory is a few chunks
+plus the index, whatever the file's size. `write_array` writes any selection of the indexed
+records, in any order and with repeats, in their canonical form, streaming and atomically.
 
 The canonical form of a record (`canonical`) is its compact JSON as `orjson.dumps` writes
 it (same key order, UTF-8, no whitespace) with an integer `id` turned into a string.
 Upstream files mix string and integer ids and differ in indentation and escaping; equal
-canonical forms mean equal records.
+canonical forms mean equal records. Any other `id` (missing, null, a float, a bool, ...)
+is kept as it is; the index then holds "" for it.
 
 Checked while scanning: the file is one array (`[` first, only whitespace after its `]`),
 brackets balance and match, every element is an object, elements are separated by exactly
 one comma, the file is not truncated. A record's own syntax is checked when it is parsed:
 always with `digests=True`; otherwise only for the records whose `id`/`image` the quick
 reader cannot take from their first bytes, and later in `write_array`. Every failure is a
-`StageError` naming the file and the byte offset.
+`StageError` naming the file and the byte offset, and saying how to download it again.
+What a record holds is not checked here: a record with an odd `id` or `image` is indexed
+like any other (`stages.validate` reports it).
 
 Speed notes (2-core VM, 1.64 GB file of 1M records): the numpy structure scan runs at about
 1 GB/s; with digests, parsing, re-serialising and hashing each record costs ~4.5 us, which
@@ -56,7 +59,6 @@ _WHITESPACE = b" \t\n\r"
 _BOM = b"\xef\xbb\xbf"
 _QUOTE, _BACKSLASH, _COMMA = 0x22, 0x5C, 0x2C
 _OPEN_OBJ, _CLOSE_ARR = 0x7B, 0x5D
-_FIX = "the file is truncated or corrupt: re-fetch it (`dvc repro -f` its fetch stage)"
 # A record that starts with its id and image (possessive quantifiers: no backtracking)
 _STR = rb'"([^"\\]*+(?:\\.[^"\\]*+)*+)"'
 _INT = rb"(-?(?:0|[1-9][0-9]{0,17}))(?=\s*+[,}])"
@@ -66,13 +68,33 @@ _HEAD = re.compile(
 )
 
 
+class _InvalidImage:
+    """The type of INVALID_IMAGE; pickles by name, so it stays one object across processes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INVALID_IMAGE"
+
+    def __reduce__(self) -> str:
+        return "INVALID_IMAGE"
+
+
+# `RecordIndex.images[i]` of a record whose `image` is neither null, a string nor a non-empty
+# list of strings (a number, an object, [], a list holding a non-string, ...).
+INVALID_IMAGE = _InvalidImage()
+
+
 @dataclass
 class RecordIndex:
     """Where each record of a JSON array file lies, and the fields splitting needs.
 
     `offsets[i]`, `lengths[i]`: byte span of element i (from its `{` to its `}`).
-    `ids[i]`: its `id` as a string; `id_was_int[i]`: whether the file had an integer.
-    `images[i]`: its `image`, None for a text-only record.
+    `ids[i]`: its `id` as a string, "" when the record has no string or integer `id`
+    (missing, null, a float, a bool, ...); `id_was_int[i]`: whether the file had an integer.
+    `images[i]`: its `image`: None for a text-only record (no `image`, or null), the str of
+    a one-image record, a tuple of str for a JSON list of strings (a multi-image record), or
+    INVALID_IMAGE for any other value.
     With digests (else None): `digests` (n, 16) uint8 blake2b digests of the canonical
     forms; `canonical_lengths[i]` their lengths; `is_canonical[i]` whether the raw bytes
     already are the canonical form.
@@ -84,7 +106,7 @@ class RecordIndex:
     lengths: np.ndarray
     ids: list[str]
     id_was_int: np.ndarray
-    images: list[str | None]
+    images: list[str | tuple[str, ...] | _InvalidImage | None]
     digests: np.ndarray | None = None
     canonical_lengths: np.ndarray | None = None
     is_canonical: np.ndarray | None = None
@@ -94,58 +116,115 @@ class RecordIndex:
         return len(self.ids)
 
 
+def download_advice(path: str | Path) -> str:
+    """How to get a good copy of the file `path`, a fetch output `downloads/<source>/<file>`.
+
+    Deleting the file is needed: fetch outputs are `persist`, and a file that still matches
+    its recorded size/sha256 is kept, so `dvc repro -f` alone would change nothing.
+    """
+    path = Path(path)
+    pin = (
+        "(a first download pins what it saw; `git log -p sources.yaml` shows it), set them "
+        "back to null first, or the new download will be refused by the wrong pin"
+    )
+    if path.parent.parent.name == "downloads" and path.parent.name:
+        source = path.parent.name
+        return (
+            f"to download source `{source}` again, delete downloads/{source}/{path.name} and "
+            f"run `dvc repro fetch@{source}`; if sources.yaml's size/sha256 for `{source}` "
+            f"were recorded from this very download {pin}"
+        )
+    return (
+        f"to get a good copy, delete {path} and run again the stage that writes it (for a "
+        f"download, `dvc repro fetch@<source>`); if sources.yaml's size/sha256 for that source "
+        f"were recorded from this very download {pin}"
+    )
+
+
 def malformed(path: str | Path, offset: int, what: str) -> StageError:
-    """The error for a file that is not a well-formed JSON array of records."""
-    return StageError(f"{path}: {what} at byte {offset}; {_FIX}")
+    """The error for a file that is not well-formed JSON (truncated, unbalanced, ...)."""
+    return StageError(
+        f"{path}: {what} at byte {offset}; the file is truncated or corrupt: "
+        f"{download_advice(path)}"
+    )
+
+
+def not_records(path: str | Path, offset: int, what: str) -> StageError:
+    """The error for a well-formed file whose array holds something other than objects."""
+    return StageError(
+        f"{path}: not an array of records at byte {offset}: {what}; an annotation file is a "
+        f"JSON array of objects, so check that sources.yaml names the right file; then "
+        f"{download_advice(path)}"
+    )
 
 
 def canonical(raw: bytes) -> bytes:
-    """The record `raw` as compact JSON (orjson), same key order, integer `id` as a string."""
+    """The record `raw` as compact JSON (orjson), same key order, integer `id` as a string.
+
+    Any other `id` (a float, null, ...) is written as it is."""
     obj = orjson.loads(raw)
     if type(obj) is not dict:
         raise ValueError("not a JSON object")
     if type(obj.get("id")) in (int, float):
-        obj["id"] = _id_text(obj["id"], raw)
+        obj["id"] = _id_value(obj["id"], raw)
     return orjson.dumps(obj)
 
 
-def _id_text(value: int | float, raw: bytes | memoryview) -> str:
-    """An integer id as a string; orjson reads integers beyond 64 bits as floats."""
+def _id_value(value: int | float, raw: bytes | memoryview) -> str | float:
+    """An integer id as a string, a float id unchanged; orjson reads integers beyond 64 bits
+    as floats, so the record is read again with `json` to tell them apart."""
     if type(value) is float:
-        value = json.loads(bytes(raw)).get("id")
-        if type(value) is not int:
-            raise ValueError(f"`id` is {value!r}, expected a string or an integer")
+        exact = json.loads(bytes(raw)).get("id")
+        if type(exact) is not int:
+            return value
+        value = exact
     return str(value)
 
 
-def _describe(value: object) -> str:
-    return "missing" if value is _MISSING else f"{type(value).__name__} {str(value)[:40]!r}"
+def _image_value(image: object) -> tuple[str, ...] | _InvalidImage:
+    """The index entry of an `image` that is neither null nor a string."""
+    if type(image) is list and image and all(type(item) is str for item in image):
+        return tuple(image)
+    return INVALID_IMAGE
 
 
-_MISSING = object()
+def _element_kind(first: int) -> str:
+    """What a JSON value starting with the byte `first` is, as a phrase."""
+    char = chr(first)
+    if char == '"':
+        return "a string"
+    if char in "-0123456789":
+        return "a number"
+    if char in "tf":
+        return "a boolean"
+    if char == "n":
+        return "null"
+    return "an array" if char == "[" else f"a value starting with {char!r}"
 
 
-def _fields(obj: object, raw, path: Path, offset: int) -> tuple[str, bool, str | None]:
-    """(id as string, id was an integer, image) of a parsed record; a StageError if odd."""
+def _fields(obj: object, raw, path: Path, offset: int) -> tuple[str, bool, object]:
+    """(id as string, id was an integer, image index entry) of a parsed record.
+
+    The slow path of both readers: any record is accepted (an `id` that is not a string or
+    an integer gives "", an unusual `image` a tuple or INVALID_IMAGE); only an element that
+    is not an object is an error."""
     if type(obj) is not dict:
-        raise malformed(path, offset, "an element that is not an object")
-    rid = obj.get("id", _MISSING)
+        kind = {str: "a string", list: "an array", bool: "a boolean", type(None): "null"}
+        raise not_records(
+            path, offset, f"an element that is {kind.get(type(obj), 'a number')}, not an object"
+        )
+    rid = obj.get("id")
+    was_int = False
     if type(rid) is str:
-        was_int = False
-    elif type(rid) in (int, float):
-        try:
-            rid = _id_text(rid, raw)
-        except ValueError:
-            raise malformed(path, offset, f"a record whose `id` is {_describe(rid)}") from None
-        obj["id"] = rid
+        pass
+    elif type(rid) in (int, float) and type(text := _id_value(rid, raw)) is str:
+        obj["id"] = rid = text
         was_int = True
     else:
-        raise malformed(
-            path, offset, f"a record whose `id` is {_describe(rid)} (expected a string or integer)"
-        )
+        rid = ""
     image = obj.get("image")
     if image is not None and type(image) is not str:
-        raise malformed(path, offset, f"a record whose `image` is {_describe(image)}")
+        image = _image_value(image)
     return rid, was_int, image
 
 
@@ -165,7 +244,7 @@ class _Builder:
         self.offsets: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.ids: list[str] = []
-        self.images: list[str | None] = []
+        self.images: list[object] = []
         self.int_rows: list[int] = []
         self.digests = bytearray()
         self.canonical_lengths: list[int] = []
@@ -378,7 +457,8 @@ def _check_gaps(
         where = int(idx[np.argmin(blank)])
         char = chr(arr[where])
         if char in '"-0123456789tfn':
-            raise malformed(path, base + where, "an element that is not an object")
+            kind = _element_kind(arr[where])
+            raise not_records(path, base + where, f"an element that is {kind}, not an object")
         shown = repr(char) if 0x20 < arr[where] < 0x7F else f"byte 0x{arr[where]:02x}"
         raise malformed(path, base + where, f"an unexpected {shown} between records")
     gap_of = np.repeat(np.arange(sizes.size), sizes)
@@ -412,7 +492,7 @@ def _process(path: Path, builder: _Builder, reader: _Reader, has_prev: bool):
     last = np.flatnonzero(~opener & (depth == 1))
     if first.size and kind[first].min() != _OPEN_OBJ:
         where = int(pos[first[np.argmin(kind[first] == _OPEN_OBJ)]])
-        raise malformed(path, base + where, "an element that is not an object (an array)")
+        raise not_records(path, base + where, "an element that is an array, not an object")
     complete = int(last[-1]) + 1 if last.size else 0
     _check_pairs(path, base, kind[:complete], opener[:complete], depth[:complete], pos[:complete])
     if close is None and not last.size:
@@ -583,7 +663,7 @@ def _record(raw: memoryview, reader: _SpanReader, row: int) -> dict:
         if type(obj) is not dict:
             raise ValueError("not a JSON object")
         if type(obj.get("id")) in (int, float):
-            obj["id"] = _id_text(obj["id"], raw)
+            obj["id"] = _id_value(obj["id"], raw)
         return obj
     except (orjson.JSONDecodeError, ValueError) as exc:
         where = int(reader.offsets[row])

@@ -1,7 +1,7 @@
 """Pure functions that split, compare and re-mix an indexed annotation file (no I/O).
 
-They work on what `stages.jsonscan.scan` returns: the `image` of every record, and the
-(n, 16) uint8 digests of their canonical forms.
+They work on what `stages.jsonscan.scan` returns: the `image` of every record (None, a path,
+a tuple of paths or INVALID_IMAGE), and the (n, 16) uint8 digests of their canonical forms.
 
 - `assign_components`: the component of each record, by the longest matching image prefix.
 - `compare`: how many records two digest lists share, counting repeats (multisets).
@@ -23,6 +23,7 @@ from numbers import Real
 import numpy as np
 
 from stages.common import StageError
+from stages.jsonscan import INVALID_IMAGE
 
 EXAMPLES_PER_FOLDER = 3
 MAX_WEIGHT = 100  # a larger weight is surely a typo: 100 x 1M records is 160 GB of JSON
@@ -33,7 +34,7 @@ class UnknownPrefixError(StageError):
 
 
 def assign_components(
-    images: Sequence[str | None],
+    images: Sequence[object],
     prefixes: Mapping[str, str],
     text_only: str,
     *,
@@ -42,7 +43,10 @@ def assign_components(
     """The component name of each record (an object array of the names, one per record).
 
     `prefixes` maps an image-path prefix to a component; the longest matching prefix wins.
-    Records without an image go to `text_only`. Images no prefix matches raise
+    A multi-image record (a tuple of paths, as `scan` gives it) is assigned by its FIRST
+    image's prefix. Records without an image go to `text_only`, and so do records whose
+    `image` is INVALID_IMAGE (validation then drops or reports them: image_field_invalid).
+    Images no prefix matches raise
     UnknownPrefixError listing each unknown leading folder, its count and up to
     EXAMPLES_PER_FOLDER examples (record index, id when `ids` is given, image).
     """
@@ -58,7 +62,15 @@ def assign_components(
     for i, image in enumerate(images):
         if image is None:
             continue
-        head, slash, _ = image.partition("/")
+        try:
+            head, slash, _ = image.partition("/")
+        except AttributeError:  # off the common path: only unusual records get here
+            if image is INVALID_IMAGE:
+                continue
+            if type(image) is not tuple or not image or type(image[0]) is not str:
+                raise TypeError(f"record {i}: image {image!r} is not a path") from None
+            image = image[0]
+            head, slash, _ = image.partition("/")
         folder = head + slash
         plan = plans.get(folder)
         if plan is None:

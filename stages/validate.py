@@ -4,11 +4,17 @@ Pure checks over records and image paths, shared by the stages that write
 training files (`prepare`, `mix`). Image checks read each file's header (and a
 little of its tail, to catch truncated JPEG/PNG/GIF files) rather than decoding
 every pixel, unless asked to decode.
+
+A record's `image` is one path (a string) or, in a multi-image record (as in
+LLaVA-NeXT-Interleave and LLaVA-OneVision data), a non-empty list of paths; every
+listed image is checked, and the record's `<image>` tokens must number as many.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +35,9 @@ REASONS = (
     "turns_not_alternating",
     "image_token_count",
     "image_token_in_text_only",
+    "image_field_invalid",
+    "id_invalid",
+    "image_name_unicode_form",
 )
 TAIL = 1024
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b";"}
@@ -62,8 +71,39 @@ class ValidationParams:
         return cls(policy, decode, jobs)
 
 
+def record_images(record: dict) -> list[str] | None:
+    """The image paths a record names ([] for a text-only record), None if its `image` is
+    neither a string nor a non-empty list of strings."""
+    if "image" not in record:
+        return []
+    image = record["image"]
+    if type(image) is str:
+        return [image]
+    if type(image) is list and image and all(type(item) is str for item in image):
+        return image
+    return None
+
+
+def id_is_valid(rid: object) -> bool:
+    """True if a record's `id` can become a string id: a string or an integer.
+
+    orjson reads integers beyond 64 bits as floats (which the scan turns back into their
+    digits): an integral float of that size counts as an integer."""
+    if type(rid) in (str, int):
+        return True
+    return type(rid) is float and rid.is_integer() and abs(rid) >= 2.0**63
+
+
 def structural_problem(record: dict) -> str | None:
     """The first structural reason a record cannot train, or None."""
+    images = record_images(record)
+    return _structural(record, None if images is None else len(images))
+
+
+def _structural(record: dict, n_images: int | None) -> str | None:
+    """structural_problem, given the number of images (None: the field is invalid)."""
+    if n_images is None:
+        return "image_field_invalid"
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         return "no_conversations"
@@ -74,8 +114,8 @@ def structural_problem(record: dict) -> str | None:
         if not isinstance(turn.get("value"), str):
             return "turns_not_alternating"
     tokens = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
-    if "image" in record:
-        return None if tokens == 1 else "image_token_count"
+    if n_images:
+        return None if tokens == n_images else "image_token_count"
     return "image_token_in_text_only" if tokens else None
 
 
@@ -84,8 +124,14 @@ def outside_layout(image: str) -> bool:
     return image.startswith("/") or ".." in image.split("/")
 
 
-def missing_images(data_root: Path, images: Iterable[str]) -> set[str]:
-    """The paths (relative to `data_root`) that do not exist, listing each folder only once."""
+def missing_images(
+    data_root: Path, images: Iterable[str], other_form: dict[str, str] | None = None
+) -> set[str]:
+    """The paths (relative to `data_root`) that do not exist, listing each folder only once.
+
+    With `other_form` given, each missing path whose folder holds the same name in another
+    Unicode normalization (NFC vs NFD: "café" composed or decomposed) is also put there,
+    mapped to the name on disk. Only the missing names are compared that way."""
     by_folder: dict[str, list[str]] = {}
     for image in images:
         folder, _, name = image.rpartition("/")
@@ -96,8 +142,37 @@ def missing_images(data_root: Path, images: Iterable[str]) -> set[str]:
             present = set(os.listdir(data_root / folder))
         except (FileNotFoundError, NotADirectoryError):
             present = set()
-        missing.update(f"{folder}/{n}" if folder else n for n in names if n not in present)
+        absent = [n for n in names if n not in present]
+        if not absent:
+            continue
+        missing.update(f"{folder}/{n}" if folder else n for n in absent)
+        if other_form is not None and present:
+            for name, on_disk in _other_forms(absent, present).items():
+                other_form[f"{folder}/{name}" if folder else name] = on_disk
     return missing
+
+
+def _other_forms(absent: list[str], present: set[str]) -> dict[str, str]:
+    """Name in `absent` -> the name in `present` that differs from it only in its Unicode
+    normalization. The present names are normalized (the non-ASCII ones, once) only when
+    the two normal forms of a missing name are not there as they are."""
+    found: dict[str, str] = {}
+    by_nfc: dict[str, str] | None = None
+    for name in absent:
+        nfc, nfd = unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)
+        if nfc != name and nfc in present:
+            found[name] = nfc
+        elif nfd != name and nfd in present:
+            found[name] = nfd
+        else:
+            if by_nfc is None:  # names mixing composed and decomposed characters
+                by_nfc = {}
+                for other in present:
+                    if not other.isascii():
+                        by_nfc.setdefault(unicodedata.normalize("NFC", other), other)
+            if nfc in by_nfc:
+                found[name] = by_nfc[nfc]
+    return found
 
 
 def image_problem(path: str, decode: bool = False) -> str | None:
@@ -135,11 +210,17 @@ def _problems_of(batch: list[str], data_root: str, decode: bool) -> list[tuple[s
 def image_problems(
     data_root: Path, images: Iterable[str], decode: bool, jobs: int
 ) -> dict[str, str]:
-    """Reason per image path that will not load (missing, unreadable, truncated, ...)."""
+    """Reason per image path that will not load (missing, unreadable, truncated, ...).
+
+    A missing path whose folder holds its name in another Unicode normalization is
+    `image_name_unicode_form` (names are kept as the archives have them, so the record
+    and the file disagree), not `image_missing`."""
     unique = sorted(set(images))
     problems = {img: "image_path_outside_layout" for img in unique if outside_layout(img)}
     inside = [img for img in unique if img not in problems]
-    problems.update((img, "image_missing") for img in missing_images(data_root, inside))
+    other_form: dict[str, str] = {}
+    problems.update((img, "image_missing") for img in missing_images(data_root, inside, other_form))
+    problems.update((img, "image_name_unicode_form") for img in other_form)
     present = [img for img in inside if img not in problems]
     batches = [present[i : i + 2000] for i in range(0, len(present), 2000)]
     if jobs > 1 and len(batches) > 1:
@@ -161,23 +242,43 @@ def record_problems(
     data_root: Path,
     params: ValidationParams,
 ) -> dict[int, tuple[str, str]]:
-    """(reason, image path) per record number that will not train; image paths get `image_root`."""
+    """(reason, image path) per record number that will not train; image paths get `image_root`.
+
+    One reason per record, the first found of: its `image` field, its structure, its `id`,
+    then its images in the order listed. The path reported is the first failing image, or
+    the first image for a reason of the record itself ("" for a text-only record or an
+    `image` that is no path)."""
     problems: dict[int, tuple[str, str]] = {}
-    wanted: dict[int, str] = {}
+    single: dict[int, str] = {}  # the common case, kept apart: this loop runs per record
+    multi: dict[int, list[str]] = {}
     for n, record in records:
         image = record.get("image")
-        path = image_root + image if isinstance(image, str) else ""
-        reason = structural_problem(record)
-        if "image" in record and not isinstance(image, str):
-            reason = reason or "image_path_outside_layout"
+        if type(image) is str:
+            images, reason = None, _structural(record, 1)
+        else:
+            images = record_images(record)
+            reason = _structural(record, None if images is None else len(images))
+        if reason is None:
+            rid = record.get("id")
+            if type(rid) is not str and type(rid) is not int and not id_is_valid(rid):
+                reason = "id_invalid"
         if reason:
-            problems[n] = (reason, path)
-        elif path:
-            wanted[n] = path
-    bad_images = image_problems(data_root, wanted.values(), params.decode, params.jobs)
-    for n, path in wanted.items():
+            first = image[0] if type(image) is list and image else image
+            problems[n] = (reason, image_root + first if type(first) is str else "")
+        elif type(image) is str:
+            single[n] = image_root + image
+        elif images:
+            multi[n] = [image_root + item for item in images]
+    every = itertools.chain(single.values(), itertools.chain.from_iterable(multi.values()))
+    bad_images = image_problems(data_root, every, params.decode, params.jobs)
+    for n, path in single.items():
         if path in bad_images:
             problems[n] = (bad_images[path], path)
+    for n, paths in multi.items():
+        for path in paths:
+            if path in bad_images:
+                problems[n] = (bad_images[path], path)
+                break
     return problems
 
 

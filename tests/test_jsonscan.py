@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from hashlib import blake2b
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from stages.common import StageError
-from stages.jsonscan import canonical, scan, scan_many, write_array
+from stages.jsonscan import INVALID_IMAGE, canonical, scan, scan_many, write_array
 
 TRICKY = [
     {
@@ -242,9 +243,6 @@ MALFORMED = {
     "unbalanced-close": ('[{"id": "a"]', 11, "does not match"),
     "mismatched-inner": ('[{"id": "a", "v": [1, 2}]', 23, "does not match"),
     "object-closes-array": ('[{"id": "a"}}', 12, "closes the top-level array"),
-    "number-element": ('[{"id": "a"}, 5]', 14, "not an object"),
-    "string-element": ('[{"id": "a"}, "{x}"]', 14, "not an object"),
-    "array-element": ('[{"id": "a"}, [{"id": "b"}]]', 14, "not an object"),
     "missing-comma": ('[{"id": "a"} {"id": "b"}]', 13, "missing `,`"),
     "double-comma": ('[{"id": "a"},, {"id": "b"}]', 13, "extra `,`"),
     "trailing-comma": ('[{"id": "a"},]', 12, "extra `,`"),
@@ -267,38 +265,190 @@ def test_malformed_file_is_a_stage_error_naming_file_offset_and_fix(tmp_path, ca
         assert str(path) in message
         assert f"at byte {offset};" in message
         assert what in message
-        assert "re-fetch it" in message
+        assert "truncated or corrupt" in message
+        assert f"delete {path} and run again the stage that writes it" in message
+        assert "`dvc repro fetch@<source>`" in message
 
 
-@pytest.mark.parametrize(
-    "record, what",
-    [
-        ('{"id": "a", "v": tru}', "not valid JSON"),
-        ('{"v": 1}', "`id` is missing"),
-        ('{"id": true}', "`id` is bool"),
-        ('{"id": 1.5}', "`id` is float"),
-        ('{"id": null}', "`id` is NoneType"),
-        ('{"id": "a", "image": ["a.jpg"]}', "`image` is list"),
-        ('{"id": "a", "image": 3}', "`image` is int"),
-    ],
-)
-def test_a_bad_record_is_a_stage_error_when_parsed(tmp_path, record, what):
-    path = write(tmp_path, '[{"id": "ok"},\n' + record + "]")
-    with pytest.raises(StageError, match=f"{what}.* at byte 15;"):
+NOT_RECORDS = {
+    "number-element": ('[{"id": "a"}, 5]', 14, "a number"),
+    "negative-number-element": ('[{"id": "a"},\n-5]', 14, "a number"),
+    "string-element": ('[{"id": "a"}, "{x}"]', 14, "a string"),
+    "null-element": ('[{"id": "a"}, null]', 14, "null"),
+    "bool-element": ('[true, {"id": "a"}]', 1, "a boolean"),
+    "array-element": ('[{"id": "a"}, [{"id": "b"}]]', 14, "an array"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_RECORDS))
+@pytest.mark.parametrize("chunk", [16, 1 << 20])
+def test_an_element_that_is_not_an_object_is_not_called_corrupt(tmp_path, case, chunk):
+    text, offset, kind = NOT_RECORDS[case]
+    path = write(tmp_path, text)
+    for digests in (False, True):
+        with pytest.raises(StageError) as err:
+            scan(path, digests=digests, chunk_size=chunk)
+        message = str(err.value)
+        assert message.startswith(f"{path}: not an array of records at byte {offset}: ")
+        assert f"an element that is {kind}, not an object" in message
+        assert "corrupt" not in message and "truncated" not in message
+
+
+def test_a_damaged_download_names_its_fetch_stage_and_the_pin_to_reset(tmp_path):
+    folder = tmp_path / "downloads" / "mix1m_json"
+    folder.mkdir(parents=True)
+    path = write(folder, '[{"id": "a"}, {"id": "b", "v": "x', "mix1M.json")
+    with pytest.raises(StageError) as err:
+        scan(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: a truncated file")
+    assert "at byte 33;" in message
+    assert (
+        "to download source `mix1m_json` again, delete downloads/mix1m_json/mix1M.json and "
+        "run `dvc repro fetch@mix1m_json`; if sources.yaml's size/sha256 for `mix1m_json` "
+        "were recorded from this very download (a first download pins what it saw; "
+        "`git log -p sources.yaml` shows it), set them back to null first, or the new "
+        "download will be refused by the wrong pin"
+    ) in message
+    assert "repro -f" not in message and "re-fetch" not in message
+    write(folder, '[{"id": "a"}, 7]', "mix1M.json")
+    with pytest.raises(StageError, match=r"not an array of records at byte 14: .*fetch@mix1m_json"):
+        scan(path, digests=True)
+
+
+def test_a_record_that_is_not_json_is_a_stage_error_when_parsed(tmp_path):
+    path = write(tmp_path, '[{"id": "ok"},\n{"id": "a", "v": tru}]')
+    with pytest.raises(StageError, match="not valid JSON.* at byte 15; the file is truncated"):
         scan(path, digests=True)
 
 
 def test_a_record_the_quick_reader_skips_is_still_checked(tmp_path):
-    path = write(tmp_path, '[{"image": "a/b.jpg", "id": 2.5}]')
-    with pytest.raises(StageError, match="`id` is float"):
+    path = write(tmp_path, '[{"image": "a/b.jpg", "id": tru}]')
+    with pytest.raises(StageError, match="not valid JSON.* at byte 1;"):
         scan(path)
 
 
 def test_a_record_that_is_not_json_fails_write_array_with_its_offset(tmp_path):
     path = write(tmp_path, '[{"id": "a", "image": "b/c.jpg", "v": nope}]')
     index = scan(path)  # the quick reader only reads id and image
-    with pytest.raises(StageError, match="not valid JSON.* at byte 1;.*re-fetch it"):
+    with pytest.raises(StageError, match="not valid JSON.* at byte 1;.*dvc repro fetch@"):
         write_array(index, [0], tmp_path / "out.json")
+
+
+# Records of a shape the quick reader does not expect: they are records, not corruption.
+UNUSUAL = [
+    {"id": "ok", "image": "coco/a.jpg", "conversations": [{"from": "human", "value": "<image>"}]},
+    {
+        "id": "multi",
+        "image": ["coco/1.jpg", 'gqa/images/2 "q".jpg', "wikiart/naïve.jpg"],
+        "conversations": [{"from": "human", "value": "<image><image>\n<image> {]"}],
+    },
+    {"id": 12, "image": ["ocr_vqa/images/only.jpg"]},
+    {"image": "coco/no-id.jpg", "conversations": []},
+    {"id": 2.5, "image": "coco/float-id.jpg"},
+    {"id": None, "image": "coco/null-id.jpg"},
+    {"id": True},
+    {"id": 1.0, "image": ["a/b.jpg"]},
+    {"id": {"nested": 1}, "image": "coco/object-id.jpg"},
+    {"id": "num", "image": ["coco/1.jpg", 3]},
+    {"id": "empty", "image": []},
+    {"id": "number", "image": 3},
+    {"id": "object", "image": {"path": "coco/1.jpg"}},
+    {"id": "null-image", "image": None},
+    {"id": 123456789012345678901234567890, "image": ["sam/x.jpg", "sam/y.jpg"]},
+]
+UNUSUAL_IDS = [
+    "ok",
+    "multi",
+    "12",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "num",
+    "empty",
+    "number",
+    "object",
+    "null-image",
+    "123456789012345678901234567890",
+]
+UNUSUAL_IMAGES = [
+    "coco/a.jpg",
+    ("coco/1.jpg", 'gqa/images/2 "q".jpg', "wikiart/naïve.jpg"),
+    ("ocr_vqa/images/only.jpg",),
+    "coco/no-id.jpg",
+    "coco/float-id.jpg",
+    "coco/null-id.jpg",
+    None,
+    ("a/b.jpg",),
+    "coco/object-id.jpg",
+    INVALID_IMAGE,
+    INVALID_IMAGE,
+    INVALID_IMAGE,
+    INVALID_IMAGE,
+    None,
+    ("sam/x.jpg", "sam/y.jpg"),
+]
+UNUSUAL_WAS_INT = [False, False, True] + [False] * 11 + [True]
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("digests", [False, True])
+def test_records_of_unusual_shapes_scan_as_records(tmp_path, fmt, chunk, digests):
+    path = write(tmp_path, dump(UNUSUAL, fmt))
+    index = scan(path, digests=digests, chunk_size=chunk)
+    assert index.ids == UNUSUAL_IDS
+    assert index.images == UNUSUAL_IMAGES
+    assert all(
+        (got is INVALID_IMAGE) == (want is INVALID_IMAGE)
+        for got, want in zip(index.images, UNUSUAL_IMAGES, strict=True)
+    )
+    assert index.id_was_int.tolist() == UNUSUAL_WAS_INT
+    raw = path.read_bytes()
+    for i, (off, length) in enumerate(zip(index.offsets, index.lengths, strict=True)):
+        assert json.loads(raw[off : off + length]) == UNUSUAL[i]
+        if digests:
+            canon = canonical(raw[off : off + length])
+            assert bytes(index.digests[i]) == blake2b(canon, digest_size=16).digest()
+            assert index.canonical_lengths[i] == len(canon)
+
+
+def test_canonical_form_of_unusual_ids_keeps_them_and_stringifies_only_integers():
+    assert canonical(b'{"id": 2.5, "image": ["a.jpg", 3]}') == b'{"id":2.5,"image":["a.jpg",3]}'
+    assert canonical(b'{"id": 1.0}') == b'{"id":1.0}'
+    assert canonical(b'{"id": null}') == b'{"id":null}'
+    assert canonical(b'{"id": false}') == b'{"id":false}'
+    assert canonical(b'{"v": 1}') == b'{"v":1}'
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("digests", [False, True])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_records_of_unusual_shapes_round_trip_through_write_array(tmp_path, fmt, digests, workers):
+    path = write(tmp_path, dump(UNUSUAL, fmt))
+    index = scan(path, digests=digests, chunk_size=37)
+    order = [1, 0, 9, 4, 14, 2, 2, *range(len(UNUSUAL))]
+    out = tmp_path / "out.json"
+    assert write_array(index, order, out, workers=workers) == len(order)
+    assert out.read_bytes() == expected_output([UNUSUAL[i] for i in order])
+    got = json.loads(out.read_text())
+    assert got[0] == UNUSUAL[1]  # a multi-image record is written as it is
+    assert got[3] == UNUSUAL[4]  # a float id stays a float
+    assert got[5] == {"id": "12", "image": ["ocr_vqa/images/only.jpg"]}
+
+
+def test_invalid_image_stays_one_object_across_processes(tmp_path):
+    assert pickle.loads(pickle.dumps(INVALID_IMAGE)) is INVALID_IMAGE
+    assert repr(INVALID_IMAGE) == "INVALID_IMAGE"
+    small = write(tmp_path, dump(UNUSUAL[:10], "compact"), "small.json")
+    big = write(tmp_path, dump(UNUSUAL * 3, "indent2"), "big.json")
+    first, second = scan_many([small, big], digests=True, workers=2, chunk_size=64)
+    assert first.images[9] is INVALID_IMAGE  # scanned in a spawned process
+    assert second.images[10] is INVALID_IMAGE
+    assert first.images == UNUSUAL_IMAGES[:10] and second.images == UNUSUAL_IMAGES * 3
 
 
 def test_quick_reader_agrees_with_full_parse_on_escaped_fields(tmp_path):

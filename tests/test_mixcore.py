@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stages.common import StageError
+from stages.jsonscan import INVALID_IMAGE
 from stages.mixcore import (
     UnknownPrefixError,
     assign_components,
@@ -52,6 +53,28 @@ def test_components_by_longest_prefix_and_text_only():
         "allava",
         "docvqa",
     ]
+
+
+def test_a_multi_image_record_goes_by_its_first_image_and_an_invalid_one_is_text_only():
+    images = [
+        ("docvqa/train/a.png", "coco/b.jpg"),
+        ("llava/llava_pretrain/images/1.jpg", "docvqa/x.png"),
+        ("llava/x.jpg",),
+        INVALID_IMAGE,
+        "coco/c.jpg",
+        None,
+    ]
+    got = assign_components(images, PREFIXES, "text")
+    assert got.tolist() == ["docvqa", "sharegpt4v", "llava_other", "text", "sharegpt4v", "text"]
+
+
+def test_a_multi_image_record_under_an_unknown_folder_is_reported():
+    images = [("coco/a.jpg", "sam/b.jpg"), ("sam/c.jpg", "coco/d.jpg"), INVALID_IMAGE]
+    with pytest.raises(UnknownPrefixError) as err:
+        assign_components(images, PREFIXES, "t", ids=["a", "b", "c"])
+    message = str(err.value)
+    assert message.startswith("1 records have an image under a folder no prefix covers")
+    assert "  sam/: 1 records, e.g. record 1 (id 'b'): ('sam/c.jpg', 'coco/d.jpg')" in message
 
 
 def test_components_do_not_depend_on_prefix_order():
