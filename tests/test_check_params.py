@@ -1,0 +1,45 @@
+"""The parameter check that runs before any stage (the real-CLI cases are in test_faults)."""
+
+from __future__ import annotations
+
+import yaml
+
+from stages.check_params import problems_of, profiles
+from tests.dvcrepo import ROOT
+
+
+def committed() -> tuple[dict, dict]:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    registry = yaml.safe_load((ROOT / "sources.yaml").read_text(encoding="utf-8"))
+    return params, registry
+
+
+def test_the_committed_params_and_registry_pass():
+    assert problems_of(*committed()) == []
+
+
+def test_profiles_are_the_origins_every_source_defines():
+    _, registry = committed()
+    assert profiles(registry["sources"]) == ["full", "mini"]
+
+
+def test_a_wrong_profile_names_profile_and_its_allowed_values():
+    params, registry = committed()
+    problems = problems_of({**params, "profile": "ful"}, registry)
+    assert problems == [
+        "params.yaml: profile is 'ful'; allowed values: full, mini "
+        "(the origins every entry of sources.yaml defines)"
+    ]
+
+
+def test_every_problem_is_listed_at_once():
+    params, registry = committed()
+    params = {**params, "validate": {**params["validate"], "policy": "maybe"}}
+    params["mix"] = {**params["mix"], "allava": -1}
+    registry["layout"]["copies"]["nonexistent"] = "../outside.json"
+    problems = problems_of(params, registry)
+    assert len(problems) == 4
+    text = "\n".join(problems)
+    for named in ("validate.policy", "mix.allava", "layout.copies.nonexistent: 'nonexistent'"):
+        assert named in text
+    assert "a relative path inside data/, got '../outside.json'" in text
