@@ -15,13 +15,14 @@ BIN = Path(sys.executable).parent
 
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for the pipeline's commands: this venv first, no progress bars."""
-    out = dict(os.environ) | (extra or {})
+    out = dict(os.environ)
+    out.pop("PYTHONPATH", None)
+    out |= extra or {}
     out["PATH"] = f"{BIN}{os.pathsep}{out.get('PATH', '')}"
     out["NO_PROGRESS"] = "1"
     for role in ("AUTHOR", "COMMITTER"):  # dvc exp run commits experiments
         out.setdefault(f"GIT_{role}_NAME", "test")
         out.setdefault(f"GIT_{role}_EMAIL", "test@example.org")
-    out.pop("PYTHONPATH", None)
     return out
 
 

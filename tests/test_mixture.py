@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.dvcrepo import clone, dvc, run
+from tests.dvcrepo import dvc, run
 
 MIX = "data/open-llava-next/open-llava-next_instruct_mix1M.json"
 PUBLISHED = (
@@ -16,10 +16,8 @@ PUBLISHED = (
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("mixture"))
-    dvc("repro", cwd=repo)
-    return repo
+def built(built_copy):
+    return built_copy
 
 
 def load(repo, rel=MIX) -> list[dict]:

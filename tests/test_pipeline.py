@@ -42,10 +42,8 @@ UP_TO_DATE = "Data and pipelines are up to date."
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("build"))
-    dvc("repro", cwd=repo)
-    return repo
+def built(built_copy):
+    return built_copy
 
 
 def test_build_lays_out_every_seed_folder(built):

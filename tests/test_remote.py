@@ -28,10 +28,8 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("pusher"))
-    dvc("repro", cwd=repo)
-    return repo
+def built(built_copy):
+    return built_copy
 
 
 def use_remote(repo, endpoint: str, url: str | None = None) -> None:
