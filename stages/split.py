@@ -11,7 +11,9 @@ in mix1M or only in the upstream file.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,26 +61,43 @@ def parse_compare(pairs: list[str], components: list[str]) -> dict[str, Path]:
     return out
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz (np.load reads it) whose bytes depend only on the arrays.
+
+    np.savez writes zip64 headers whose fields vary between Python patch releases, so two
+    machines would hash the same index differently: here every member is stored with
+    fixed metadata.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system, info.external_attr = 3, 0o100644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
 def save_index(
     path: Path, index: jsonscan.RecordIndex, codes: np.ndarray, names: list[str]
 ) -> None:
     """The record index the mix stage reads: spans, ids, digests and component codes."""
     ids = [i.encode("utf-8") for i in index.ids]
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            offsets=index.offsets,
-            lengths=index.lengths,
-            id_was_int=index.id_was_int,
-            ids_blob=np.frombuffer(b"".join(ids), dtype=np.uint8),
-            ids_len=np.array([len(i) for i in ids], dtype=np.int64),
-            digests=index.digests,
-            canonical_lengths=index.canonical_lengths,
-            is_canonical=index.is_canonical,
-            file_size=np.int64(index.file_size),
-            components=codes,
-            component_names=np.array(names),
-        )
+    save_npz(
+        path,
+        {
+            "offsets": index.offsets,
+            "lengths": index.lengths,
+            "id_was_int": index.id_was_int,
+            "ids_blob": np.frombuffer(b"".join(ids), dtype=np.uint8),
+            "ids_len": np.array([len(i) for i in ids], dtype=np.int64),
+            "digests": index.digests,
+            "canonical_lengths": index.canonical_lengths,
+            "is_canonical": index.is_canonical,
+            "file_size": np.int64(index.file_size),
+            "components": codes,
+            "component_names": np.array(names),
+        },
+    )
 
 
 def load_index(path: Path, source: Path) -> tuple[jsonscan.RecordIndex, np.ndarray, list[str]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 
 from stages.common import StageError
 from stages.mix import MixParams, composition
+from stages.split import save_npz
 
 NAMES = ["allava", "sharegpt4v"]
 
@@ -42,3 +45,17 @@ def test_composition_counts_repeats_and_drops_per_component():
         "after_weights": {"allava": 4, "sharegpt4v": 2},
         "after_validation": {"allava": 2, "sharegpt4v": 2},
     }
+
+
+def test_the_split_index_has_the_same_bytes_whatever_writes_it(tmp_path):
+    arrays = {"offsets": np.arange(5, dtype=np.int64), "names": np.array(["a", "bc"])}
+    save_npz(tmp_path / "one.npz", arrays)
+    save_npz(tmp_path / "two.npz", arrays)
+    data = (tmp_path / "one.npz").read_bytes()
+    assert data == (tmp_path / "two.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "one.npz") as zf:  # no zip64 fields, fixed metadata
+        assert {(i.date_time, i.extract_version, i.extra) for i in zf.infolist()} == {
+            ((1980, 1, 1, 0, 0, 0), 20, b"")
+        }
+    with np.load(tmp_path / "one.npz") as npz:
+        assert npz["offsets"].tolist() == [0, 1, 2, 3, 4] and npz["names"].tolist() == ["a", "bc"]

@@ -111,6 +111,6 @@ def test_damaged_tree_is_named_by_verify_and_repaired(built):
 def test_two_builds_give_the_same_bytes(built, tmp_path):
     other = clone(tmp_path / "second")
     dvc("repro", cwd=other)
-    for folder in ("data", "manifests", "downloads"):
+    for folder in ("data", "manifests", "downloads", "work"):
         assert tree_digest(other / folder) == tree_digest(built / folder), folder
     assert (other / "dvc.lock").read_bytes() == (built / "dvc.lock").read_bytes()
