@@ -53,7 +53,7 @@ class TreeSpec:
 
     name: str
     archive: str
-    prefix: str
+    candidates: tuple[str, ...]  # member prefixes to try, in order ("*/": the one top folder)
     dest: str
     rename_ext: dict[str, str] = field(default_factory=dict)
     decode_names: str | None = None
@@ -67,12 +67,19 @@ class TreeSpec:
         unknown = set(raw) - {"archive", "from", "dest", "rename_ext", "decode_names", "aliases"}
         if unknown:
             raise StageError(f"{where}: unknown keys {sorted(unknown)}")
-        for key in ("archive", "from", "dest"):
+        for key in ("archive", "dest"):
             if not isinstance(raw.get(key), str):
                 raise StageError(f"{where}: `{key}` must be a string")
-        prefix, dest = raw["from"], raw["dest"]
-        if prefix and not prefix.endswith("/"):
-            raise StageError(f"{where}: `from` must be empty or end with '/', got {prefix!r}")
+        candidates, dest = raw.get("from"), raw["dest"]
+        if isinstance(candidates, str):
+            candidates = [candidates]
+        if not isinstance(candidates, list) or not candidates:
+            raise StageError(f"{where}: `from` must be a member prefix or a list of candidates")
+        for prefix in candidates:
+            if not isinstance(prefix, str) or (prefix and not prefix.endswith("/")):
+                raise StageError(f"{where}: `from` must be empty or end with '/', got {prefix!r}")
+            if unsafe_parts(prefix):
+                raise StageError(f"{where}: `from` {prefix!r} climbs out of the archive")
         if not dest or unsafe_parts(dest):
             raise StageError(f"{where}: `dest` must be a relative path inside data/, got {dest!r}")
         rename = raw.get("rename_ext") or {}
@@ -88,7 +95,7 @@ class TreeSpec:
         if any(not isinstance(a, str) or "/" in a or unsafe_parts(a) for a in aliases):
             raise StageError(f"{where}: aliases are plain folder names")
         lowered = {k.lower(): v for k, v in rename.items()}
-        return cls(name, raw["archive"], prefix, dest, lowered, decode, aliases)
+        return cls(name, raw["archive"], tuple(candidates), dest, lowered, decode, aliases)
 
 
 def parse_max_ratio(raw: object) -> float:
@@ -164,15 +171,44 @@ def check_archive(
         )
 
 
-def select_members(label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo]) -> list[Member]:
-    """The files under the tree's prefix, with their names fixed; duplicates refused."""
-    members, seen, tops = [], {}, set()
+def top_folders(infos: list[zipfile.ZipInfo]) -> list[str]:
+    """The archive's top-level entries (folders with a trailing '/'), sorted."""
+    return sorted(
+        {(n := member_name(i)).split("/", 1)[0] + ("/" if "/" in n else "") for i in infos}
+    )
+
+
+def choose_prefix(label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo]) -> str:
+    """The first of the tree's candidate prefixes that the central directory has files under.
+
+    `*/` stands for the archive's single top-level folder, whatever its name; `""` for the
+    archive's root. When none matches, the archive's top folders are listed.
+    """
+    files = [member_name(i) for i in infos if not i.is_dir()]
+    for candidate in spec.candidates:
+        if candidate == "*/":
+            tops = {name.split("/", 1)[0] for name in files if "/" in name}
+            if len(tops) == 1 and all("/" in name for name in files):
+                return tops.pop() + "/"
+        elif any(name.startswith(candidate) for name in files):
+            return candidate
+    tried = ", ".join(repr(c) for c in spec.candidates)
+    raise StageError(
+        f"{label}: no file under {tried}; the archive's top level holds "
+        f"{top_folders(infos)[:10]}. Fix layout.trees.{spec.name}.from in sources.yaml"
+    )
+
+
+def select_members(
+    label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo], prefix: str
+) -> list[Member]:
+    """The files under `prefix`, with their names fixed; duplicates refused."""
+    members, seen = [], {}
     for info in infos:
         name = member_name(info)
-        tops.add(name.split("/", 1)[0] + ("/" if "/" in name else ""))
-        if info.is_dir() or not name.startswith(spec.prefix):
+        if info.is_dir() or not name.startswith(prefix):
             continue
-        rel = name[len(spec.prefix) :]
+        rel = name[len(prefix) :]
         if spec.decode_names:
             rel = decode_escapes(rel)
         if bad_relative(rel):
@@ -187,25 +223,47 @@ def select_members(label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo]) -> 
             raise StageError(f"{label}: members {seen[rel]!r} and {name!r} both become {rel!r}")
         seen[rel] = name
         members.append(Member(info, rel))
-    if not members:
-        raise StageError(
-            f"{label}: no file under {spec.prefix!r}; the archive's top level holds "
-            f"{sorted(tops)[:10]}. Fix layout.trees.{spec.name}.from in sources.yaml"
-        )
     return members
 
 
+# What an image file's first bytes say it is, and what its name says.
+SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"))
+FORMAT_OF_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}
+
+
+def damage_of(name: str, head: bytes) -> str:
+    """Known damage of an image file from its name and first bytes ("" when none seen).
+
+    `empty`; `unrecognised` (an image name, but no image signature: zeros, HTML, ...);
+    `<format> named .<ext>` (e.g. a GIF saved as .jpg: Pillow opens it by content, other
+    readers may not).
+    """
+    named = FORMAT_OF_EXT.get(name.rpartition(".")[2].lower()) if "." in name else None
+    if named is None:
+        return ""
+    if not head:
+        return "empty"
+    actual = next((fmt for magic, fmt in SIGNATURES if head.startswith(magic)), None)
+    if actual is None:
+        return "unrecognised"
+    return "" if actual == named else f"{actual} named .{name.rpartition('.')[2]}"
+
+
 def extract_members(label: str, zf: zipfile.ZipFile, members: list[Member], root: Path) -> list:
-    """Write the members under `root`, checking every CRC; return manifest rows."""
+    """Write the members under `root`, checking every CRC; return manifest rows.
+
+    A row is (path in the tree, size, crc32, known damage or "").
+    """
     rows = []
     with progress(sum(m.info.file_size for m in members), label) as bar:
         for m in members:
             target = root / m.target
             target.parent.mkdir(parents=True, exist_ok=True)
-            crc = 0
+            crc, head = 0, b""
             try:
                 with zf.open(m.info) as src, open(target, "wb") as dst:
                     for block in iter(lambda: src.read(CHUNK), b""):
+                        head = head or block[:16]
                         crc = zlib.crc32(block, crc)
                         dst.write(block)
                         bar.update(len(block))
@@ -213,13 +271,18 @@ def extract_members(label: str, zf: zipfile.ZipFile, members: list[Member], root
                 raise StageError(
                     f"{label}: member {m.info.filename!r} is damaged ({err})"
                 ) from None
-            rows.append((m.target, m.info.file_size, crc))
+            rows.append((m.target, m.info.file_size, crc, damage_of(m.target, head)))
     return sorted(rows, key=lambda row: row[0].encode("utf-8"))
 
 
-def manifest_text(dest: str, rows: list) -> str:
-    """The manifest: one `path<TAB>size<TAB>crc32` line per file, path relative to data/."""
-    return "".join(f"{dest}/{path}\t{size}\t{crc:08x}\n" for path, size, crc in rows)
+def manifest_text(dest: str, rows: list, header: str = "") -> str:
+    """The manifest: a `# ` header line, then one `path<TAB>size<TAB>crc32[<TAB>damage]` line
+    per file, path relative to data/ (damage: see `damage_of`)."""
+    lines = [f"# {header}\n"] if header else []
+    for path, size, crc, *damage in rows:
+        extra = f"\t{damage[0]}" if damage and damage[0] else ""
+        lines.append(f"{dest}/{path}\t{size}\t{crc:08x}{extra}\n")
+    return "".join(lines)
 
 
 def swap_in(tmp: Path, final: Path) -> None:
@@ -256,7 +319,8 @@ def extract_tree(
     with zf:
         infos = zf.infolist()
         check_archive(label, infos, archive.stat().st_size, max_ratio)
-        members = select_members(label, spec, infos)
+        prefix = choose_prefix(label, spec, infos)
+        members = select_members(label, spec, infos, prefix)
         final = data_root / spec.dest
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final)  # what a killed run left: a half-written or a swapped-out tree
@@ -274,16 +338,21 @@ def extract_tree(
         except BaseException:
             remove_path(tmp)
             raise
-    text = manifest_text(spec.dest, rows)
+    text = manifest_text(
+        spec.dest, rows, f"{spec.name}: members of {archive.name} under {prefix!r}"
+    )
     with atomic_path(manifest) as out:
         out.write_text(text, encoding="utf-8")
     swap_in(tmp, final)
     make_aliases(data_root, spec.dest, spec.aliases)
+    damaged = [(path, damage) for path, _, _, damage in rows if damage]
     record = {
         "tree": spec.name,
         "archive": archive.name,
+        "from": prefix,
         "files": len(rows),
-        "bytes": sum(size for _, size, _ in rows),
+        "bytes": sum(row[1] for row in rows),
+        "damaged_files": len(damaged),
         "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
     }
     with atomic_path(stamp) as out:

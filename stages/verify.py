@@ -39,13 +39,18 @@ class TreeReport:
         return not (self.missing or self.wrong or self.stamp_missing)
 
 
-def read_manifest(path: Path) -> list[tuple[str, int, int]]:
-    """Manifest rows: (path relative to the data root, size, crc32)."""
+def read_manifest(path: Path, with_damage: bool = False) -> list[tuple]:
+    """Manifest rows: (path relative to the data root, size, crc32[, known damage or ""]).
+
+    The `# ` header line (which candidate prefix the archive had) is skipped."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
-            rel, size, crc = line.rstrip("\n").split("\t")
-            rows.append((rel, int(size), int(crc, 16)))
+            if line.startswith("# "):
+                continue
+            rel, size, crc, *damage = line.rstrip("\n").split("\t")
+            row = (rel, int(size), int(crc, 16))
+            rows.append((*row, damage[0] if damage else "") if with_damage else row)
     return rows
 
 

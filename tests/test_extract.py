@@ -237,3 +237,76 @@ def test_names_that_escape_only_once_decoded_are_refused(tmp_path, escaped):
         )
     assert not (tmp_path / "data").exists()
     assert not list(tmp_path.rglob("escaped.txt")) and not list(tmp_path.rglob("abs.txt"))
+
+
+# ---- candidate layouts and known damage ------------------------------------------------
+
+JPEG, PNG, GIF = b"\xff\xd8\xff\xe0" + b"j" * 8, b"\x89PNG\r\n\x1a\n" + b"p" * 8, b"GIF89a" + b"g"
+
+
+@pytest.mark.parametrize(
+    ("members", "chosen"),
+    [
+        ({"chartqa/train/png/a.png": PNG}, "chartqa/train/png/"),
+        ({"chatqa/train/png/a.png": PNG}, "chatqa/train/png/"),
+        ({"vqa_collection/chartqa/train/png/a.png": PNG}, "vqa_collection/chartqa/train/png/"),
+    ],
+)
+def test_the_first_candidate_the_archive_has_is_used_and_recorded(tmp_path, members, chosen):
+    tree = spec(
+        **{
+            "from": [
+                "chartqa/train/png/",
+                "chatqa/train/png/",
+                "vqa_collection/chartqa/train/png/",
+            ]
+        }
+    )
+    data, manifest, record = run(tmp_path, zip_bytes(members), tree)
+    assert (data / "ds/images/a.png").read_bytes() == PNG
+    assert record["from"] == chosen
+    assert manifest.read_text().splitlines()[0] == f"# t: members of a.zip under {chosen!r}"
+    assert read_manifest(manifest)[0][0] == "ds/images/a.png"
+
+
+@pytest.mark.parametrize(
+    ("members", "chosen"),
+    [
+        ({"sam_share/sa_1.jpg": JPEG, "sam_share/sa_2.jpg": JPEG}, "sam_share/"),
+        ({"sa_1.jpg": JPEG, "sa_2.jpg": JPEG}, ""),
+    ],
+)
+def test_one_top_folder_of_any_name_or_none_at_all(tmp_path, members, chosen):
+    data, _, record = run(tmp_path, zip_bytes(members), spec(**{"from": ["*/", ""]}))
+    assert record["from"] == chosen
+    assert sorted(p.name for p in (data / "ds/images").glob("sa_*")) == ["sa_1.jpg", "sa_2.jpg"]
+
+
+def test_no_candidate_matching_stops_with_the_candidates_and_top_folders(tmp_path):
+    with pytest.raises(StageError) as err:
+        run(tmp_path, zip_bytes({"x/a.jpg": JPEG, "y/b.jpg": JPEG}), spec(**{"from": ["*/", "z/"]}))
+    assert "no file under '*/', 'z/'" in str(err.value)
+    assert "['x/', 'y/']" in str(err.value) and "layout.trees.t.from" in str(err.value)
+
+
+def test_known_damage_is_listed_in_the_manifest_and_counted_in_the_stamp(tmp_path):
+    members = {
+        "top/ok.jpg": JPEG,
+        "top/empty.jpg": b"",
+        "top/zeros.jpg": b"\0" * 40,
+        "top/gif.jpg": GIF,
+        "top/png.gif": PNG,
+        "top/notes.txt": b"",
+    }
+    data, manifest, record = run(tmp_path, zip_bytes(members), spec(rename_ext={".gif": ".jpg"}))
+    damage = {row[0]: row[3] for row in read_manifest(manifest, with_damage=True)}
+    assert damage == {
+        "ds/images/empty.jpg": "empty",
+        "ds/images/gif.jpg": "GIF named .jpg",
+        "ds/images/notes.txt": "",
+        "ds/images/ok.jpg": "",
+        "ds/images/png.jpg": "PNG named .jpg",
+        "ds/images/zeros.jpg": "unrecognised",
+    }
+    assert record["damaged_files"] == 4
+    assert [r[:2] for r in read_manifest(manifest)][0] == ("ds/images/empty.jpg", 0)
