@@ -37,9 +37,27 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 ZIP_CHUNK = 1 << 20
 
 
+# How surely a pinned fact is known: read on the primary page, from a mirror (or a user's
+# listing, third-party code), or inferred. A fact without a `known` entry is published.
+CONFIDENCE = ("published", "mirror", "assumed")
+FACTS = ("size", "sha256", "md5", "revision", "approx_size", "records", "files")
+
+
+def _count(where: str, key: str, value: object) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise StageError(f"{where}: {key} must be a whole number >= 0 or null, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Origin:
-    """Where one source comes from in one profile, validated before any I/O."""
+    """Where one source comes from in one profile, validated before any I/O.
+
+    Besides what verifies the file (size, checksums), an origin may say what is expected of
+    its content (`records` of an annotation file, `files` per layout tree of an archive), a
+    page's shown size (`approx_size`, for planning disk space only) and how surely each of
+    these facts is known (`known`: fact -> published | mirror | assumed).
+    """
 
     name: str
     file: str
@@ -48,6 +66,14 @@ class Origin:
     size: int | None
     checksums: tuple[tuple[str, str], ...]
     profile: str = "<profile>"
+    approx_size: int | None = None
+    records: int | None = None
+    files: tuple[tuple[str, int], ...] = ()
+    known: tuple[tuple[str, str], ...] = ()
+
+    def confidence(self, fact: str) -> str:
+        """How surely `fact` is known (published when the registry does not say)."""
+        return dict(self.known).get(fact, "published")
 
     @classmethod
     def parse(cls, name: str, entry: dict, profile: str) -> Origin:
@@ -63,12 +89,26 @@ class Origin:
         kinds = [k for k in KINDS if k in origin]
         if len(kinds) != 1:
             raise StageError(f"{where}: give exactly one of {', '.join(KINDS)}; got {kinds}")
-        unknown = set(origin) - set(KINDS) - {"size", "sha256", "md5"}
+        unknown = set(origin) - set(KINDS) - (set(FACTS) - {"revision"}) - {"known"}
         if unknown:
             raise StageError(f"{where}: unknown keys {sorted(unknown)}")
-        size = origin.get("size")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise StageError(f"{where}: size must be a whole number of bytes or null, got {size!r}")
+        size = _count(where, "size (bytes)", origin.get("size"))
+        approx = _count(where, "approx_size (bytes)", origin.get("approx_size"))
+        records = _count(where, "records", origin.get("records"))
+        files = origin.get("files") or {}
+        if not isinstance(files, dict):
+            raise StageError(f"{where}: files must map layout trees to file counts")
+        for tree, count in files.items():
+            _count(where, f"files.{tree}", count)
+        known = origin.get("known") or {}
+        if not isinstance(known, dict):
+            raise StageError(f"{where}: known must map facts to {', '.join(CONFIDENCE)}")
+        for fact, how in known.items():
+            if fact not in FACTS or how not in CONFIDENCE:
+                raise StageError(
+                    f"{where}: known.{fact}: {how!r}; facts are {', '.join(FACTS)}, each "
+                    f"{', '.join(CONFIDENCE)}"
+                )
         checksums = []
         for algo, pattern in HEX.items():
             value = origin.get(algo)
@@ -86,6 +126,10 @@ class Origin:
             size,
             tuple(checksums),
             profile,
+            approx,
+            records,
+            tuple(sorted(files.items())),
+            tuple(sorted(known.items())),
         )
 
     @property
@@ -244,6 +288,15 @@ def mismatch_message(
     text = f"{err}. The file was moved to {kept} (not deleted). "
     if err.against != "registry":
         return text + f"Run {again} to download it again."
+    how = origin.confidence(err.key)
+    if how != "published":
+        text += (
+            f"Note: the registry's {err.key} for this file is "
+            f"{'known only from a mirror or a user listing' if how == 'mirror' else 'assumed'} "
+            f"({origin.where}.known.{err.key}: {how}), not read on the upstream's own page: "
+            f"the real file may well differ from it, and then the value above is the real "
+            f"one. "
+        )
     src = local_source(origin, local_copy)
     if local_copy is not None:
         text += (

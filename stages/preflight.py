@@ -28,17 +28,43 @@ GB = 1e9
 class SourceState:
     name: str
     file: str
-    size: int | None
+    size: int | None  # exact, or the page's shown size when `approx` (for planning only)
     licence: str
     kind: str
     status: str  # present | partial | local copy | missing
     missing_bytes: int | None  # still to arrive (None: unknown)
     extract_bytes: int | None  # still to be written by extraction (None: unknown)
     manual: str  # "" | "manual" | "maybe manual"
+    approx: bool = False
+    facts: str = ""  # how surely each pinned fact is known, e.g. "size M, sha256 M, rev P"
 
 
-def human(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / GB:.2f} GB" if n >= 1e8 else f"{n:,} B"
+# One letter per confidence, for the table: published (P), from a mirror (M), assumed (A).
+LETTER = {"published": "P", "mirror": "M", "assumed": "A"}
+
+
+def human(n: int | None, approx: bool = False) -> str:
+    if n is None:
+        return "unknown"
+    text = f"{n / GB:.2f} GB" if n >= 1e8 else f"{n:,} B"
+    return f"~{text}" if approx else text
+
+
+def facts_of(origin: Origin) -> str:
+    """What the registry holds this origin to, with a letter for how surely each is known."""
+    held = []
+    if origin.size is not None:
+        held.append(("size", "size"))
+    elif origin.approx_size is not None:
+        held.append(("~size", "approx_size"))
+    held += [(algo, algo) for algo, _ in origin.checksums]
+    if origin.kind == "hf" and origin.spec[2]:
+        held.append(("rev", "revision"))
+    if origin.records is not None:
+        held.append(("records", "records"))
+    if origin.files:
+        held.append(("files", "files"))
+    return ", ".join(f"{label} {LETTER[origin.confidence(fact)]}" for label, fact in held) or "-"
 
 
 def state_of(
@@ -51,6 +77,7 @@ def state_of(
     local: Path | None,
 ) -> SourceState:
     origin = Origin.parse(name, entry, profile)
+    size = origin.size if origin.size is not None else origin.approx_size
     final = downloads / name / origin.file
     part = downloads / ".partial" / name / (origin.file + ".part")
     if final.is_file() and (origin.size is None or final.stat().st_size == origin.size):
@@ -60,26 +87,28 @@ def state_of(
     elif part.is_file():
         have = part.stat().st_size
         status = f"partial ({human(have)}, resumes)"
-        missing = None if origin.size is None else max(origin.size - have, 0)
+        missing = None if size is None else max(size - have, 0)
     else:
-        status, missing = "missing", origin.size
+        status, missing = "missing", size
     dests = [t["dest"] for t in trees.values() if t["archive"] == name]
     pending = [d for d in dests if not (data_root / d / STAMP_NAME).is_file()]
     # images barely compress: an archive expands to about its own size
-    extract = 0 if not pending else (None if origin.size is None else origin.size)
+    extract = 0 if not pending else size
     manual = {"manual": "manual", "gdrive": "maybe manual"}.get(origin.kind, "")
     if status in ("present", "local copy"):
         manual = ""
     return SourceState(
         name,
         origin.file,
-        origin.size,
+        size,
         str(entry.get("licence", "")),
         origin.kind,
         status,
         missing,
         extract,
         manual,
+        approx=origin.size is None and size is not None,
+        facts=facts_of(origin),
     )
 
 
@@ -91,12 +120,20 @@ def free_bytes(path: Path) -> int:
 
 
 def report(states: list[SourceState]) -> str:
-    lines = [f"{'source':28} {'file':40} {'size':>10}  {'status':24} {'step':13} licence"]
+    lines = [
+        f"{'source':28} {'file':40} {'size':>11}  {'held to':32} {'status':24} {'step':13} licence"
+    ]
     for s in states:
         step = s.manual or ("" if s.status in ("present", "local copy") else f"fetch ({s.kind})")
         lines.append(
-            f"{s.name:28} {s.file[:40]:40} {human(s.size):>10}  {s.status:24} {step:13} {s.licence}"
+            f"{s.name:28} {s.file[:40]:40} {human(s.size, s.approx):>11}  {s.facts:32} "
+            f"{s.status:24} {step:13} {s.licence}"
         )
+    lines.append(
+        "held to: what a download is checked against (~size: a page's shown size, for "
+        "planning only), and how surely each is known: P published (the primary page), "
+        "M from a mirror or a user's listing (checked against the real file), A assumed"
+    )
     return "\n".join(lines)
 
 
@@ -139,9 +176,12 @@ def main(argv=None) -> None:
     download, extract, unknown = needed(states)
     free = free_bytes(args.downloads)
     manual = [s.name for s in states if s.manual == "manual"]
+    approx = sum(1 for s in states if s.approx)
     print(
         f"\nto download: {human(download)}; to extract: {human(extract)}; "
-        f"free: {human(free)}" + (f"; {unknown} sources of unknown size" if unknown else "")
+        f"free: {human(free)}"
+        + (f" ({approx} sizes as their pages show them)" if approx else "")
+        + (f"; {unknown} sources of unknown size, not counted" if unknown else "")
     )
     if manual:
         print(

@@ -453,3 +453,13 @@ def test_wholeness_is_checked_only_for_bytes_no_checksum_held(tmp_path):
     assert not needs_wholeness_check(unheld, learned, {"sha256": SHA})  # the Hub's LFS sha256
     assert not needs_wholeness_check(pinned, {}, {})
     assert not needs_wholeness_check(pinned, {"revision": "c" * 40}, {"revision": "c" * 40})
+
+
+def test_a_mismatch_with_a_fact_known_only_from_a_mirror_says_so(tmp_path):
+    raw = entry(tmp_path, sha256="0" * 64)
+    raw["mini"]["known"] = {"sha256": "mirror"}
+    with pytest.raises(StageError) as err:
+        do_fetch(tmp_path, raw)
+    msg = str(err.value)
+    assert "known only from a mirror" in msg and "sources.coco.mini.known.sha256: mirror" in msg
+    assert f"has sha256 {SHA}" in msg and "the real file may well differ" in msg

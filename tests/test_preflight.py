@@ -101,3 +101,23 @@ def test_recording_fills_only_the_nulls_of_one_origin_line():
     ]
     with pytest.raises(StageError, match="sources.c.full"):
         fill_nulls(text, "c", "full", {"size": 1})
+
+
+def test_a_shown_size_is_counted_and_every_fact_says_how_surely_it_is_known(tmp_path, capsys):
+    args = registry(tmp_path, 1000)
+    path = tmp_path / "sources.yaml"
+    reg = yaml.safe_load(path.read_text())
+    reg["sources"]["webdata"]["full"].update(
+        {"approx_size": 27_400_000_000, "known": {"approx_size": "mirror"}}
+    )
+    reg["sources"]["coco"]["full"].update(
+        {"md5": "c" * 32, "files": {"coco": 118287}, "known": {"size": "mirror", "files": "mirror"}}
+    )
+    path.write_text(yaml.safe_dump(reg))
+    main(args)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert "~27.40 GB" in lines["webdata"] and "~size M" in lines["webdata"]
+    assert "size M, md5 P, files M" in lines["coco"]
+    assert "to download: 27.40 GB" in out and "(1 sizes as their pages show them)" in out
+    assert "unknown size" not in out
