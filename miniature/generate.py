@@ -16,6 +16,9 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from stages.common import StageError
+from stages.extract import TreeSpec, choose_prefix, select_members
+
 MINI_PREFIX = "miniature/upstream/"
 IMAGE_TOKEN = "<image>"
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
@@ -59,6 +62,9 @@ OCR_VQA_ABSENT = "0679722769"  # referenced, not in the archive (dead URL)
 OCR_VQA_IDS = tuple(sorted([*OCR_VQA_MEMBERS, OCR_VQA_ABSENT]))
 SAM_IDS = ("sa_223750", "sa_227013", "sa_230476", "sa_231894", "sa_235015")
 SAM_ABSENT = "sa_235015"
+# sam_images_share-sft.zip: whether its sa_*.jpg sit flat or under one folder is unverified;
+# the miniature puts them under one folder whose name the layout does not know (`*/`).
+SAM_FOLDER = "sam_images_share-sft/"
 # ShareGPT4V WebData: folder -> file stems; the last of each is referenced but absent.
 WEBDATA = {
     "web-celebrity": ("Gong_Li", "Salma_Hayek", "Tom_Hanks", "Choi_Min-sik"),
@@ -75,6 +81,14 @@ WEBDATA = {
         "3c9d8e7f6a5b4c21",
         "7e2f1a0b9c8d3e46",
     ),
+}
+# WebData is four zips in one Drive folder (web-landmakr.zip so spelled), one source each;
+# each zip's members sit under data/<folder>/images/.
+WEBDATA_SOURCES = {
+    "webdata_web_celebrity": "web-celebrity",
+    "webdata_web_landmark": "web-landmark",
+    "webdata_wikiart": "wikiart",
+    "webdata_share_textvqa": "share_textvqa",
 }
 # Open-LLaVA-NeXT vqa_collection.zip: component -> (folder, file names).
 VQA_COLLECTION = {
@@ -112,6 +126,19 @@ VFLAN_IMAGES = {
     5120: "FairFace+age_classification_train_58291.jpg",
     20311: "TextCaps+image_captioning_0a3c3d8a3b1f9e7c.jpg",
 }
+# A later revision of ALLaVA-Instruct-VFLAN-4V on the Hub, the latest (the default build uses
+# the first, the one mix1M was built from): records renumbered, dropped and rewritten. It lies
+# in hf-revisions/<repo>/<commit>/<path> (one file per commit folder, nothing else in there);
+# hf-revisions.json beside that folder gives each version's size, sha256 and differences.
+ALLAVA_REPO = "FreedomIntelligence/ALLaVA-4V"
+ALLAVA_PATH = "allava_vflan/ALLaVA-Instruct-VFLAN-4V.json"
+ALLAVA_FIRST = {"revision": None, "short": "58347d8", "date": "2024-02-28"}
+ALLAVA_LATER = {"03b71db47762d166038531bc428db17e7523c0ab": {"date": "latest", "changed": (108,)}}
+ALLAVA_RENAMED = {12: "allava_vflan_inst_11", 871: "allava_vflan_inst_869"}
+ALLAVA_DROPPED = (233, 5120)
+ALLAVA_REWRITTEN = " On a second look, the colours and the setting confirm this answer."
+REVISIONS_PREFIX = "hf-revisions/"
+REVISIONS_INDEX = "hf-revisions.json"
 # What mix1M does differently from the files it was built from.
 MIX1M_DROPPED = ("sharegpt4v/textcaps/011e7e629fb9ae7b", "allava/57", "allava/2020")
 MIX1M_CHANGED = ("sharegpt4v/sam/sa_227013", "allava/1404")
@@ -321,9 +348,10 @@ def archive_members() -> dict[str, dict[str, str]]:
         for folder, ids in VG_IDS.items()
     }
     vg["VG_100K_2"][f"VG_100K_2/{VG_UNREADABLE}.jpg"] = "zeros"
-    webdata = images(
-        f"{folder}/images/{stem}.jpg" for folder, stems in WEBDATA.items() for stem in stems[:-1]
-    )
+    webdata = {
+        source: images(f"data/{folder}/images/{stem}.jpg" for stem in WEBDATA[folder][:-1])
+        for source, folder in WEBDATA_SOURCES.items()
+    }
     return {
         "llava_pretrain_images": images(f"{i[:5]}/{i}.jpg" for i in PRETRAIN_IDS),
         "cc3m_595k_images": images(f"{i}.jpg" for i in CC3M_IDS),
@@ -333,10 +361,10 @@ def archive_members() -> dict[str, dict[str, str]]:
         "vg_part1": vg["VG_100K"],
         "vg_part2": vg["VG_100K_2"],
         "ocr_vqa_images": {
-            f"ocr_vqa/images/{i}{suffix}": kind for i, (suffix, kind) in OCR_VQA_MEMBERS.items()
+            f"images/{i}{suffix}": kind for i, (suffix, kind) in OCR_VQA_MEMBERS.items()
         },
-        "sam_images": images(f"images/{i}.jpg" for i in SAM_IDS if i != SAM_ABSENT),
-        "webdata": webdata,
+        "sam_images": images(f"{SAM_FOLDER}{i}.jpg" for i in SAM_IDS if i != SAM_ABSENT),
+        **webdata,
         "vqa_collection": images(
             folder + name for folder, names in VQA_COLLECTION.values() for name in names
         ),
@@ -562,6 +590,22 @@ def allava_records() -> dict[str, dict]:
     return keyed
 
 
+def allava_later_records(allava: dict[str, dict], changed) -> dict[str, dict]:
+    """A later ALLaVA revision: ALLAVA_RENAMED renumbered, ALLAVA_DROPPED gone, `changed`
+    (record numbers) answered anew."""
+    keyed = {}
+    for key, rec in allava.items():
+        n = int(key.split("/")[1])
+        if n in ALLAVA_DROPPED:
+            continue
+        rec = copy.deepcopy(rec)
+        rec["id"] = ALLAVA_RENAMED.get(n, rec["id"])
+        if n in changed:
+            rec["conversations"][-1]["value"] += ALLAVA_REWRITTEN
+        keyed[key] = rec
+    return keyed
+
+
 def vqa_collection_records() -> dict[str, dict]:
     """Five records per vqa_collection component; geoqa+ ids are integers."""
     keyed = {}
@@ -630,26 +674,100 @@ def build_files() -> dict[str, bytes]:
     return annotation_files() | archive_files()
 
 
-def layout_problems(trees: dict[str, dict]) -> list[str]:
-    """The layout trees whose `from` prefix holds no file of their archive."""
-    members = archive_members()
-    return [
-        f"{tree}: no member of {spec['archive']} under {spec['from']!r}"
-        for tree, spec in sorted(trees.items())
-        if not any(name.startswith(spec["from"]) for name in members.get(spec["archive"], {}))
+def revision_files(first: bytes) -> dict[str, bytes]:
+    """Files beside the miniature that the default build does not use, by path under
+    miniature/upstream/: a later Hub revision of ALLaVA-Instruct-VFLAN-4V, and an index
+    (hf-revisions.json) giving every version's size, sha256, records and differences from
+    the first, whose bytes (`first`) are the default build's file."""
+    allava = allava_records()
+    folder = f"{REVISIONS_PREFIX}{ALLAVA_REPO}/"
+    versions = [
+        {
+            **ALLAVA_FIRST,
+            "file": f"{MINI_PREFIX}hf/{ALLAVA_REPO}/{ALLAVA_PATH}",
+            "size": len(first),
+            "sha256": sha256(first),
+            "records": len(allava),
+            "renamed": {},
+            "dropped": [],
+            "changed": [],
+        }
     ]
+    files = {}
+    for revision, later in ALLAVA_LATER.items():
+        data = pretty_json(in_hash_order(allava_later_records(allava, later["changed"])))
+        files[f"{folder}{revision}/{ALLAVA_PATH}"] = data
+        versions.append(
+            {
+                "revision": revision,
+                "short": revision[:7],
+                "date": later["date"],
+                "file": f"{MINI_PREFIX}{folder}{revision}/{ALLAVA_PATH}",
+                "size": len(data),
+                "sha256": sha256(data),
+                "records": len(allava) - len(ALLAVA_DROPPED),
+                "renamed": {
+                    allava[f"allava/{n}"]["id"]: new for n, new in sorted(ALLAVA_RENAMED.items())
+                },
+                "dropped": [allava[f"allava/{n}"]["id"] for n in ALLAVA_DROPPED],
+                "changed": [allava[f"allava/{n}"]["id"] for n in later["changed"]],
+            }
+        )
+    files[REVISIONS_INDEX] = pretty_json({ALLAVA_REPO: {"path": ALLAVA_PATH, "versions": versions}})
+    return files
 
 
-def update_registry(text: str, files: dict[str, bytes]) -> str:
-    """`text` with size and sha256 filled in on each line naming a file's `local:` path."""
+def tree_members(trees: dict[str, dict], files: dict[str, bytes]) -> tuple[dict, list[str]]:
+    """Per layout tree, the files extraction takes from its miniature archive (chosen as
+    stages/extract.py chooses them); and the trees for which it would find none."""
+    taken, problems = {}, []
+    for tree, raw in sorted(trees.items()):
+        try:
+            spec = TreeSpec.parse(tree, raw)
+            if spec.archive not in files:
+                raise StageError(f"no miniature archive {spec.archive!r}")
+            with zipfile.ZipFile(io.BytesIO(files[spec.archive])) as archive:
+                infos = archive.infolist()
+                prefix = choose_prefix(f"tree {tree}", spec, infos)
+                taken[tree] = select_members(f"tree {tree}", spec, infos, prefix)
+        except StageError as err:
+            problems.append(f"{tree}: {err}")
+    return taken, problems
+
+
+def content_counts(files: dict[str, bytes], trees: dict[str, dict]) -> dict[str, dict]:
+    """Per source: `records` of a JSON array file, `files` per layout tree of an archive."""
+    counts: dict[str, dict] = {}
+    for name, data in files.items():
+        if data.lstrip()[:1] == b"[":
+            counts[name] = {"records": len(json.loads(data))}
+    taken, _ = tree_members(trees, files)
+    for tree in sorted(taken):
+        archive = trees[tree]["archive"]
+        counts.setdefault(archive, {}).setdefault("files", {})[tree] = len(taken[tree])
+    return counts
+
+
+def mini_line(indent: str, path: str, data: bytes, counts: dict) -> str:
+    """The one-line `mini:` origin of a miniature file: where, size, sha256, what it holds."""
+    parts = [f"local: {path}", f"size: {len(data)}", f"sha256: {sha256(data)}"]
+    if "records" in counts:
+        parts.append(f"records: {counts['records']}")
+    if "files" in counts:
+        held = ", ".join(f"{tree}: {n}" for tree, n in counts["files"].items())
+        parts.append(f"files: {{{held}}}")
+    return f"{indent}mini: {{{', '.join(parts)}}}\n"
+
+
+def update_registry(text: str, files: dict[str, bytes], counts: dict[str, dict]) -> str:
+    """`text` with each `mini:` line naming a file's `local:` path rewritten to hold that
+    file's size, sha256 and content counts (`files` and `counts` keyed by the path)."""
     lines = text.splitlines(keepends=True)
     for n, line in enumerate(lines):
-        match = re.search(r"local: ([^,}\s]+)", line)
-        if match and match.group(1) in files:
-            data = files[match.group(1)]
-            line = re.sub(r"size: (\d+|null)", f"size: {len(data)}", line, count=1)
-            line = re.sub(r"sha256: ([0-9a-f]{64}|null)", f"sha256: {sha256(data)}", line, count=1)
-            lines[n] = line
+        match = re.match(r"^(\s+)mini: \{local: ([^,}\s]+)[,}]", line)
+        if match and match.group(2) in files:
+            path = match.group(2)
+            lines[n] = mini_line(match.group(1), path, files[path], counts.get(path, {}))
     return "".join(lines)
 
 
@@ -689,19 +807,38 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in locals_.items()
         if not path.startswith(MINI_PREFIX)
     ]
-    problems += layout_problems(config["layout"]["trees"])
+    trees = config["layout"]["trees"]
+    problems += tree_members(trees, files)[1]
     if problems:
         sys.exit("miniature: " + "; ".join(problems))
 
+    extra = revision_files(files["allava_vflan_json"])
     for name, path in sorted(locals_.items()):
         write_atomic(args.out / path.removeprefix(MINI_PREFIX), files[name])
+    for path, data in sorted(extra.items()):
+        write_atomic(args.out / path, data)
     if args.update_registry:
         text = registry.read_text(encoding="utf-8")
-        updated = update_registry(text, {locals_[name]: data for name, data in files.items()})
+        counts = content_counts(files, trees)
+        updated = update_registry(
+            text,
+            {locals_[name]: data for name, data in files.items()},
+            {locals_[name]: held for name, held in counts.items()},
+        )
         if updated != text:
             write_atomic(registry, updated.encode("utf-8"))
     total = sum(len(data) for data in files.values())
-    print(f"miniature: {len(files)} files, {total} bytes in {args.out}", file=sys.stderr)
+    print(
+        f"miniature: {len(files)} files, {total} bytes in {args.out}; "
+        f"{len(extra)} beside them ({args.out / REVISIONS_INDEX})",
+        file=sys.stderr,
+    )
+    for version in json.loads(extra[REVISIONS_INDEX])[ALLAVA_REPO]["versions"]:
+        print(
+            f"miniature: {ALLAVA_REPO} {ALLAVA_PATH} at {version['short']} ({version['date']}): "
+            f"{version['size']} bytes, sha256 {version['sha256']}",
+            file=sys.stderr,
+        )
     return 0
 
 

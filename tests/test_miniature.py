@@ -5,17 +5,28 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from miniature.generate import build_files
+from miniature.generate import (
+    MINI_PREFIX,
+    WEBDATA_SOURCES,
+    build_files,
+    content_counts,
+    revision_files,
+    tree_members,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = yaml.safe_load((ROOT / "sources.yaml").read_text(encoding="utf-8"))
 SOURCES = REGISTRY["sources"]
+TREES = REGISTRY["layout"]["trees"]
+FACTS = ("size", "sha256", "md5", "approx_size", "records", "files")
+ALLAVA_INDEX = "hf-revisions.json"
 
 
 def mini_path(name: str) -> Path:
@@ -36,6 +47,33 @@ def test_generator_reproduces_the_committed_files_byte_for_byte():
     assert sorted(files) == sorted(SOURCES)
     for name, data in files.items():
         assert mini_path(name).read_bytes() == data, name
+    extra = revision_files(files["allava_vflan_json"])
+    for path, data in extra.items():
+        assert (ROOT / MINI_PREFIX / path).read_bytes() == data, path
+
+
+def test_nothing_stale_lies_in_the_miniature():
+    committed = {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / MINI_PREFIX).rglob("*") if p.is_file()
+    }
+    written = {source["mini"]["local"] for source in SOURCES.values()}
+    written |= {MINI_PREFIX + path for path in revision_files(build_files()["allava_vflan_json"])}
+    assert committed == written
+
+
+def test_registry_holds_each_mini_file_records_and_tree_file_counts():
+    files = build_files()
+    counts = content_counts(files, TREES)
+    for name, source in SOURCES.items():
+        held = {key: source["mini"][key] for key in ("records", "files") if key in source["mini"]}
+        assert held == counts.get(name, {}), name
+        assert "known" not in source["mini"], name
+
+
+def test_every_tree_finds_its_members_in_the_miniature_as_extract_chooses_them():
+    taken, problems = tree_members(TREES, build_files())
+    assert problems == []
+    assert all(taken[tree] for tree in TREES)
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -65,6 +103,7 @@ def test_image_token_opens_instructions_and_closes_pretraining_captions():
 
 def test_ocr_vqa_holds_gif_and_png_content_behind_jpg_names():
     heads = {name: data[:4] for name, data in members("ocr_vqa_images").items()}
+    assert {n.split("/")[0] for n in heads} == {"images"}  # the pre-zipped archive's top folder
     jpg_named = {n: h for n, h in heads.items() if n.endswith(".jpg")}
     assert any(h.startswith(b"GIF8") for h in jpg_named.values())
     assert any(h == b"\x89PNG" for h in jpg_named.values())
@@ -74,6 +113,15 @@ def test_ocr_vqa_holds_gif_and_png_content_behind_jpg_names():
         for r in records("llava_v1_5_mix665k")
         if r.get("image", "").startswith("ocr_vqa/")
     )
+    referenced = {
+        r["image"].rsplit("/", 1)[1]
+        for r in records("llava_v1_5_mix665k")
+        if r.get("image", "").startswith("ocr_vqa/")
+    }
+    stems = {n.rsplit("/", 1)[1].rsplit(".", 1)[0] + ".jpg" for n in heads}
+    assert referenced - stems  # a referenced image the archive lacks (a dead URL)
+    truncated = [d for d in members("ocr_vqa_images").values() if d[:3] == b"\xff\xd8\xff"]
+    assert any(not d.endswith(b"\xff\xd9") for d in truncated)
 
 
 def test_vision_flan_names_are_escaped_in_the_zip_and_unicode_in_allava():
@@ -84,14 +132,148 @@ def test_vision_flan_names_are_escaped_in_the_zip_and_unicode_in_allava():
     assert len(unicode_images) >= 2
 
 
-def test_webdata_lacks_some_referenced_images():
-    present = {"web-celebrity/images/" + n.split("/")[-1] for n in members("webdata")}
-    referenced = {
-        r["image"]
-        for r in records("sharegpt4v_mix665k")
-        if r.get("image", "").startswith("web-celebrity/")
+def test_webdata_is_four_zips_each_holding_data_folder_images():
+    assert {SOURCES[name]["file"] for name in WEBDATA_SOURCES} == {
+        "wikiart.zip",
+        "web-landmakr.zip",  # so spelled on Drive
+        "web-celebrity.zip",
+        "share_textvqa.zip",
     }
+    for name, folder in WEBDATA_SOURCES.items():
+        assert mini_path(name).parent.name == "1tCUQ-sq6vdshZVkF0ZeF3K4eztkXJgax"
+        assert SOURCES[name]["full"]["manual"]["instructions"].count("by itself") == 1
+        names = members(name)
+        assert names and all(n.startswith(f"data/{folder}/images/") for n in names), name
+    assert "data/web-landmark/images/Eiffel_Tower.jpg" in members("webdata_web_landmark")
+    assert "webdata" not in SOURCES
+
+
+def test_webdata_lacks_some_referenced_images():
+    referenced = {r.get("image", "") for r in records("sharegpt4v_mix665k")}
+    for name, folder in WEBDATA_SOURCES.items():
+        present = {n.removeprefix("data/") for n in members(name)}
+        in_folder = {i for i in referenced if i.startswith(f"{folder}/")}
+        assert in_folder & present and in_folder - present, name
+    present = {n.removeprefix("data/") for n in members("webdata_web_celebrity")}
     assert "web-celebrity/images/Choi_Min-sik.jpg" in referenced - present
+
+
+def test_sam_zip_has_its_drive_name_one_wrapper_folder_and_lacks_a_referenced_image():
+    assert SOURCES["sam_images"]["file"] == "sam_images_share-sft.zip"
+    names = members("sam_images")
+    tops = {n.split("/")[0] for n in names}
+    assert len(tops) == 1 and all(n.count("/") == 1 for n in names)
+    assert tops != {"images"} and TREES["sam_images"]["from"] == ["*/", ""]
+    taken, _ = tree_members({"sam_images": TREES["sam_images"]}, build_files())
+    assert sorted(m.target for m in taken["sam_images"]) == sorted(
+        n.split("/", 1)[1] for n in names
+    )
+    referenced = {
+        r["image"].removeprefix("sam/images/")
+        for r in records("sharegpt4v_mix665k")
+        if r.get("image", "").startswith("sam/images/")
+    }
+    assert referenced - {n.split("/", 1)[1] for n in names}
+
+
+def test_pretrain_zip_holds_five_digit_folders_at_its_root():
+    names = members("llava_pretrain_images")
+    assert all(re.fullmatch(r"\d{5}/\d{9}\.jpg", n) for n in names)
+    assert {r["image"] for r in records("llava_pretrain_558k")} == set(names)
+
+
+def test_later_allava_revisions_rename_drop_and_change_records():
+    first = {r["image"]: r for r in records("allava_vflan_json")}
+    index = json.loads((ROOT / MINI_PREFIX / ALLAVA_INDEX).read_text(encoding="utf-8"))
+    index = index["FreedomIntelligence/ALLaVA-4V"]
+    versions = {v["short"]: v for v in index["versions"]}
+    assert versions["58347d8"]["revision"] is None
+    assert versions["58347d8"]["file"] == SOURCES["allava_vflan_json"]["mini"]["local"]
+    for v in index["versions"]:
+        data = (ROOT / v["file"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (v["size"], v["sha256"])
+        assert len(json.loads(data)) == v["records"]
+    latest = versions["03b71db"]
+    assert latest["file"] == (
+        "miniature/upstream/hf-revisions/FreedomIntelligence/ALLaVA-4V/"
+        "03b71db47762d166038531bc428db17e7523c0ab/allava_vflan/ALLaVA-Instruct-VFLAN-4V.json"
+    )
+    later = {r["image"]: r for r in json.loads((ROOT / latest["file"]).read_text("utf-8"))}
+    dropped = [first[i]["id"] for i in first.keys() - later.keys()]
+    renamed = {
+        first[i]["id"]: later[i]["id"]
+        for i in first
+        if i in later and later[i]["id"] != first[i]["id"]
+    }
+    changed = [
+        first[i]["id"]
+        for i in first
+        if i in later and later[i]["conversations"] != first[i]["conversations"]
+    ]
+    assert dropped and renamed and changed
+    assert sorted(dropped) == sorted(latest["dropped"])
+    assert renamed == latest["renamed"] and changed == latest["changed"]
+    assert later.keys() <= first.keys()  # nothing new: the differences are these three kinds
+    # hf-revisions/<owner>/<repo>/<commit>/<path in the repo>, and nothing else in there
+    base = ROOT / MINI_PREFIX / "hf-revisions"
+    laid = [p.relative_to(base).parts for p in base.rglob("*") if p.is_file()]
+    assert laid == [
+        (
+            "FreedomIntelligence",
+            "ALLaVA-4V",
+            latest["revision"],
+            "allava_vflan",
+            "ALLaVA-Instruct-VFLAN-4V.json",
+        )
+    ]
+    assert SOURCES["allava_vflan_json"]["full"]["sha256"] != latest["sha256"]
+
+
+# ---- the full profile: every fact pinned, and how surely it is known ----------------------
+def pinned_facts(origin: dict) -> set[str]:
+    facts = {key for key in FACTS if origin.get(key) not in (None, {})}
+    if isinstance(origin.get("hf"), dict) and origin["hf"].get("revision") is not None:
+        facts.add("revision")
+    return facts
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_full_origin_has_a_size_or_a_shown_size(name):
+    full = SOURCES[name]["full"]
+    assert full.get("size") is not None or full.get("approx_size") is not None
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_pinned_full_fact_says_how_surely_it_is_known(name):
+    full = SOURCES[name]["full"]
+    known = full.get("known") or {}
+    assert set(known) == pinned_facts(full)
+    assert set(known.values()) <= {"published", "mirror", "assumed"}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_hugging_face_revision_given_is_a_full_commit(name):
+    for profile in ("full", "mini"):
+        hf = SOURCES[name][profile].get("hf")
+        if isinstance(hf, dict) and hf.get("revision") is not None:
+            assert re.fullmatch(r"[0-9a-f]{40}", hf["revision"]), (name, profile)
+
+
+def test_expected_tree_counts_name_trees_of_that_archive():
+    for name, source in SOURCES.items():
+        for profile in ("full", "mini"):
+            for tree in source[profile].get("files") or {}:
+                assert TREES[tree]["archive"] == name, (name, profile, tree)
+
+
+def test_allava_pins_the_first_version_that_mix1m_was_built_from():
+    full = SOURCES["allava_vflan_json"]["full"]
+    assert full["hf"]["revision"] is None  # 58347d8's full hash is not known
+    assert (full["size"], full["sha256"]) == (
+        237_998_828,
+        "9647fa04dd35f23cd1bbaed2053951d292ea57b5ccf1a75d72e3994de0669d2b",
+    )
+    assert "by content" in SOURCES["allava_vflan_json"]["what"]
 
 
 def test_vqa_collection_holds_six_subtrees_and_vg_is_split_over_two_zips():
