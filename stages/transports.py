@@ -10,6 +10,17 @@ resumed with an HTTP Range request (guarded by If-Range, so a file that changed
 upstream is downloaded again rather than spliced), and a partial file that
 belongs to another origin (another URL, another Hub version) is moved to
 `downloads/.partial/rejected/<source>/` before anything new is written.
+
+Before a byte is written, the file the upstream offers is checked against what the
+registry pins: the size of the first answer of an HTTP(S) or Drive transfer, the size
+and LFS sha256 the Hub announces. A file that is not the pinned one is refused
+(`NotPinned`) with nothing downloaded. A Hub file whose sha256 is pinned but whose
+revision is not is looked for in the file's history (`hf_find_revision`).
+
+`use_mirrors` reads a per-machine table of URL prefixes and the bases that replace
+them (a proxy, a lab's mirror, a test's loopback server): every URL the HTTP(S) and
+Google Drive transports ask for, redirects and OAuth token URLs included, is
+rewritten by its longest matching prefix. The Hub is not: it follows HF_ENDPOINT.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlparse
+
+import yaml
 
 from stages.common import CHUNK, StageError, progress
 
@@ -51,6 +64,49 @@ COMMIT_HEX = re.compile(r"[0-9a-f]{40}")
 
 class Refused(StageError):
     """The server refused the request with a 4xx status that retrying will not change."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotPinned(StageError):
+    """The upstream offers another file than the pinned one; nothing was downloaded.
+
+    `upstream` holds what the upstream says now (size, sha256, revision), `differs` the
+    pinned facts it contradicts.
+    """
+
+    def __init__(self, message: str, upstream: dict, differs: list[str]) -> None:
+        super().__init__(message)
+        self.upstream, self.differs = upstream, differs
+
+
+class HubError(StageError):
+    """The Hub refused or could not be asked; `outcome` is gated, missing or unreachable."""
+
+    def __init__(self, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class NoSuchContent(StageError):
+    """No commit of a Hub file's history has the pinned sha256.
+
+    `tried` lists (commit, sha256 seen or None: absent or not an LFS file).
+    """
+
+    def __init__(self, message: str, tried: list[tuple[str, str | None]]) -> None:
+        super().__init__(message)
+        self.tried = tried
+
+
+class DriveAuthError(StageError):
+    """No Drive access token; `outcome` is gated (refused) or unreachable."""
+
+    def __init__(self, message: str, outcome: str = "gated") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class HtmlPage(StageError):
@@ -90,6 +146,184 @@ def parse_spec(where: str, kind: str, value):
             raise StageError(f"{where}: `manual` needs instructions")
         return value["instructions"]
     raise StageError(f"{where}: unknown origin kind {kind!r}")
+
+
+# ---- mirrors (per machine) -------------------------------------------------------
+
+# (prefix, base) pairs, longest prefix first; set by `use_mirrors`.
+_MIRRORS: tuple[tuple[str, str], ...] = ()
+MIRRORS_EXAMPLE = (
+    '"http://images.cocodataset.org/": "http://mirror.my-lab.org/coco/"  (one line per prefix)'
+)
+
+
+def use_mirrors(path: Path | str | None) -> None:
+    """Rewrite outgoing URLs by the table in `path` (a YAML mapping: URL prefix -> base).
+
+    None or a missing file means no mirrors; a malformed file is a StageError naming it.
+    """
+    global _MIRRORS
+    _MIRRORS = load_mirrors(Path(path)) if path is not None else ()
+
+
+def load_mirrors(path: Path) -> tuple[tuple[str, str], ...]:
+    """The (prefix, base) pairs of a mirrors file, longest prefix first."""
+    if not path.exists():
+        return ()
+    fix = f"fix {path} (or delete it to use no mirror), then run the command again"
+    try:
+        table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StageError(f"mirrors file {path} cannot be read as YAML ({first}); {fix}") from None
+    if table is None:
+        return ()
+    if not isinstance(table, dict):
+        raise StageError(
+            f"mirrors file {path} must map URL prefixes to the bases that replace them, e.g. "
+            f"{MIRRORS_EXAMPLE}; it holds a {type(table).__name__}; {fix}"
+        )
+    pairs = []
+    for prefix, base in table.items():
+        for role, value in (("prefix", prefix), ("base", base)):
+            if not isinstance(value, str) or not _is_http_url(value):
+                raise StageError(
+                    f"mirrors file {path}: {role} {redact(str(value))!r} (of the line for "
+                    f"{redact(str(prefix))!r}) is not an http(s):// URL; {fix}"
+                )
+        pairs.append((prefix, base))
+    return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
+
+
+def _is_http_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def mirrored(url: str) -> str:
+    """`url` rewritten by the longest matching mirror prefix (itself when none matches)."""
+    for prefix, base in _MIRRORS:
+        if url.startswith(prefix):
+            return base + url[len(prefix) :]
+    return url
+
+
+def redact(text: str) -> str:
+    """`text` with the user:password of any URL in it replaced by ***."""
+    return re.sub(r"(//)[^/@\s:]+:[^/@\s]*@", r"\1***@", text)
+
+
+def shown(url: str, via: str) -> str:
+    """How a message names a URL asked through a mirror (credentials never shown)."""
+    return url if via == url else f"{url} (through the mirror {redact(via)})"
+
+
+_SESSION_CLASS = None
+
+
+def mirror_session():
+    """A requests Session whose redirects are rewritten by the mirrors too."""
+    global _SESSION_CLASS
+    if _SESSION_CLASS is None:
+        import requests
+
+        class MirrorSession(requests.Session):
+            def get_redirect_target(self, resp):
+                target = super().get_redirect_target(resp)
+                if target:
+                    absolute = urljoin(resp.url, target)
+                    if mirrored(absolute) != absolute:
+                        return mirrored(absolute)
+                return target
+
+        _SESSION_CLASS = MirrorSession
+    return _SESSION_CLASS()
+
+
+# ---- what the registry pins, and a file that is not it ------------------------------
+
+PINNED_FACTS = ("size", "sha256", "md5")
+
+
+def origin_key(origin) -> str:
+    """The registry key of an origin, `sources.<name>.<profile>`."""
+    return getattr(origin, "where", None) or f"sources.{origin.name}.{origin.profile}"
+
+
+def confidence(origin, fact: str) -> str:
+    """How surely the registry knows `fact`: published (the default), mirror or assumed."""
+    method = getattr(origin, "confidence", None)
+    if callable(method):
+        return method(fact)
+    known = getattr(origin, "known", None) or {}
+    return dict(known).get(fact, "published")
+
+
+def pinned(origin) -> dict:
+    """The size and checksums the registry pins for `origin` (unpinned ones left out)."""
+    held = dict(origin.checksums)
+    if origin.size is not None:
+        held["size"] = origin.size
+    return {fact: held[fact] for fact in PINNED_FACTS if fact in held}
+
+
+def pin_differences(origin, upstream: dict) -> list[str]:
+    """The pinned facts that what the upstream says now (`upstream`) contradicts."""
+    return [
+        fact
+        for fact, value in pinned(origin).items()
+        if upstream.get(fact) is not None and upstream[fact] != value
+    ]
+
+
+def show_fact(fact: str, value) -> str:
+    if value is None:
+        return f"no {fact}"
+    return f"{value:,} bytes" if fact == "size" else f"{fact} {value}"
+
+
+def pin_advice(origin, upstream: dict, differs: list[str]) -> str:
+    """What to do about a pinned fact the upstream contradicts (the wording fetch and
+    check_upstream share): a note for each value that is only from a mirror or assumed,
+    and how to update the pins if the upstream changed on purpose."""
+    where = origin_key(origin)
+    text = []
+    for fact in differs:
+        how = confidence(origin, fact)
+        if how in ("mirror", "assumed"):
+            said = "comes from a mirror or a user listing" if how == "mirror" else "is assumed"
+            text.append(
+                f"The pinned {fact} {said} ({where}.known.{fact}: {how}), not read on the "
+                f"upstream's own page, and may be wrong: the real file's {fact} is what the "
+                f"upstream now says, {show_fact(fact, upstream[fact])}."
+            )
+    sets = ", ".join(
+        f"`{fact}: {upstream[fact] if upstream.get(fact) is not None else 'null'}`"
+        for fact in pinned(origin)
+    )
+    text.append(
+        f"If the upstream changed on purpose, update the pin in sources.yaml: set {sets} in "
+        f"{where} (a null is pinned by the next fetch from the bytes it downloads), then run "
+        f"`dvc repro fetch@{origin.name}`. If it did not, the origin no longer serves the "
+        f"pinned file: find where that file is now, or list a good copy in sources.local.yaml "
+        f"as `{origin.name}: /path/to/{origin.file}`."
+    )
+    return " ".join(text)
+
+
+def not_pinned(origin, what: str, upstream: dict, differs: list[str], how: str = "") -> NotPinned:
+    """The refusal of a file that is not the pinned one, before a byte is written."""
+    where = origin_key(origin)
+    says = " and ".join(show_fact(fact, upstream[fact]) for fact in differs)
+    pins = " and ".join(
+        f"{show_fact(fact, pinned(origin)[fact])} ({where}.{fact})" for fact in differs
+    )
+    message = (
+        f"source {origin.name!r}: {what} now has {says}{f' ({how})' if how else ''}, but "
+        f"sources.yaml pins {pins}. This is not the pinned file, so nothing was downloaded. "
+        f"{pin_advice(origin, upstream, differs)}"
+    )
+    return NotPinned(message, upstream, differs)
 
 
 # ---- local files and the partial folder -----------------------------------------
@@ -132,7 +366,9 @@ def claim_partial(part: Path, identity: str) -> str | None:
 
     A partial file recorded as coming from another origin is set aside first, so
     bytes of two different files are never spliced together. A partial file with
-    no record (older code wrote it) is adopted.
+    no record (older code wrote it) is adopted. Nothing is written here: the record
+    is written with the first bytes (`_Transfer.attempt`), so a file refused before
+    its transfer leaves no trace.
     """
     try:
         record = json.loads(_sidecar(part).read_text(encoding="utf-8"))
@@ -146,9 +382,7 @@ def claim_partial(part: Path, identity: str) -> str | None:
             f"{identity}; its bytes were moved to {kept} and the download starts over.",
             file=sys.stderr,
         )
-    validator = record.get("validator") if same and part.exists() else None
-    _record(part, identity, validator)
-    return validator
+    return record.get("validator") if same and part.exists() else None
 
 
 def _record(part: Path, identity: str, validator: str | None) -> None:
@@ -170,7 +404,7 @@ def obtain(kind: str, spec, origin, part: Path) -> dict[str, str]:
         return {}
     if kind == "url":
         key = f"sources.{origin.name}.{origin.profile}.url"
-        http_download(origin.name, spec, part, origin.size, registry_key=key)
+        http_download(origin.name, spec, part, origin.size, registry_key=key, origin=origin)
         return {}
     if kind == "hf":
         return hf_download(origin, *spec, part)
@@ -182,11 +416,11 @@ def obtain(kind: str, spec, origin, part: Path) -> dict[str, str]:
 
 def manual_instruction(origin, kind: str, spec) -> str:
     """What the user must do for a file no transport can fetch."""
-    steps = _manual_steps(origin, kind, spec)
+    steps = manual_steps(origin, kind, spec)
     return f"source {origin.name!r} ({origin.file}) needs a manual step: {steps}"
 
 
-def _manual_steps(origin, kind: str, spec) -> str:
+def manual_steps(origin, kind: str, spec) -> str:
     saved = f"/path/to/{origin.file}"
     what = spec
     if kind == "gdrive":
@@ -223,6 +457,8 @@ def http_download(
     refuse_html: bool = False,
     if_range: bool = True,
     registry_key: str = "the URL of this source",
+    origin=None,
+    mirror: bool = True,
 ) -> None:
     """Download `url` into `part`, resuming from its current length with Range requests.
 
@@ -234,6 +470,11 @@ def http_download(
     If-Range guard when `identity` already pins the content (it then cannot make a
     CDN whose validators vary answer the whole file again). `registry_key` is what a
     404 tells the user to check in sources.yaml.
+
+    With `origin` (the registry entry), the first answer's length (Content-Length of a
+    200, the total of a 206's Content-Range) is checked against the pinned size before
+    a byte is written: another length raises `NotPinned`. The URL and every redirect
+    are rewritten by the mirrors (`mirror=False` keeps the first URL as it is).
     """
     import requests
     import urllib3
@@ -242,11 +483,20 @@ def http_download(
         copy_file(Path(urlparse(url).path), part)
         return
     job = _Transfer(
-        name, url, part, identity or url, headers or {}, refuse_html, if_range, registry_key
+        name,
+        url,
+        part,
+        identity or url,
+        headers or {},
+        refuse_html,
+        if_range,
+        registry_key,
+        origin=origin,
+        via=mirrored(url) if mirror else url,
     )
     job.validator = claim_partial(part, job.identity)
     own_session = session is None
-    session = session or requests.Session()
+    session = session or mirror_session()
     attempt, use_range = 0, True
     try:
         while True:
@@ -264,13 +514,14 @@ def http_download(
             attempt = 1 if now > have else attempt + 1  # progress resets the count
             if attempt > RETRIES:
                 raise StageError(
-                    f"source {name!r}: {url} failed {attempt} times in a row (last: {reason}); "
+                    f"source {name!r}: {shown(url, job.via)} failed {attempt} times in a row "
+                    f"(last: {reason}); "
                     f"the {now:,} bytes received are kept in {part} and "
                     f"`dvc repro fetch@{name}` resumes from there"
                 )
             delay = _backoff(attempt, wait)
             print(
-                f"source {name!r}: {url}: {reason}; retrying in {delay:.1f} s "
+                f"source {name!r}: {shown(url, job.via)}: {reason}; retrying in {delay:.1f} s "
                 f"({attempt}/{RETRIES}, {now:,} bytes kept)",
                 file=sys.stderr,
             )
@@ -298,6 +549,8 @@ class _Transfer:
     if_range: bool
     registry_key: str
     validator: str | None = None
+    origin: object = None  # the registry entry whose pinned size the first answer must have
+    via: str = ""  # the URL asked (the mirrored one)
 
     def attempt(self, session, offset: int) -> tuple[str, str, float | None]:
         """One GET from `offset`: ("done" | "retry" | "restart", reason, Retry-After)."""
@@ -306,14 +559,14 @@ class _Transfer:
             ask["Range"] = f"bytes={offset}-"
             if self.validator and self.if_range:
                 ask["If-Range"] = self.validator
-        with session.get(self.url, headers=ask, stream=True, timeout=TIMEOUT_S) as resp:
+        with session.get(self.via or self.url, headers=ask, stream=True, timeout=TIMEOUT_S) as resp:
             status = resp.status_code
             if status == 416 and offset:
                 return self._after_416(resp)
             if status in RETRY_STATUSES or status >= 500:
                 return "retry", f"HTTP {status}", _retry_after(resp)
             if status not in (200, 206):
-                raise Refused(self._refusal(status, resp.reason))
+                raise Refused(self._refusal(status, resp.reason), status)
             if self.refuse_html and "html" in resp.headers.get("Content-Type", "").lower():
                 text = resp.raw.read(HTML_LIMIT, decode_content=True) or b""
                 raise HtmlPage(self.name, self.url, resp.url, text.decode("utf-8", "replace"))
@@ -337,6 +590,7 @@ class _Transfer:
                         f"downloaded again from the start, replacing the {offset:,} bytes kept",
                         file=sys.stderr,
                     )
+            self._check_pin(total, status, offset)
             # Recorded before the body: a cut transfer resumes with the same If-Range.
             self.validator = _validator(resp) or (self.validator if status == 206 else None)
             _record(self.part, self.identity, self.validator)
@@ -346,6 +600,23 @@ class _Transfer:
         if total is not None and got < total:
             return "retry", f"connection closed at byte {got:,} of {total:,}", None
         return "done", "", None
+
+    def _check_pin(self, total: int | None, status: int, offset: int) -> None:
+        """Refuse, before a byte is written, a file whose length is not the pinned size."""
+        if self.origin is None or total is None:
+            return
+        upstream = {"size": total}
+        differs = pin_differences(self.origin, upstream)
+        if not differs:
+            return
+        how = "the Content-Length of its answer" if status == 200 else "the total its 206 gives"
+        err = not_pinned(self.origin, shown(self.url, self.via or self.url), upstream, differs, how)
+        if offset:
+            err.args = (
+                f"{err} The {offset:,} bytes kept in {self.part} from an earlier run are left "
+                f"as they are.",
+            )
+        raise err
 
     def _refusal(self, status: int, reason: str | None) -> str:
         if status in (404, 410):
@@ -358,7 +629,9 @@ class _Transfer:
         else:
             hint = f"check {self.registry_key} in sources.yaml"
         said = f"HTTP {status} {reason or ''}".rstrip()
-        return f"source {self.name!r}: {self.url} answered {said}; {hint}"
+        return (
+            f"source {self.name!r}: {shown(self.url, self.via or self.url)} answered {said}; {hint}"
+        )
 
     def _after_416(self, resp) -> tuple[str, str, float | None]:
         """Nothing after our offset: the partial is complete, or longer than the file."""
@@ -447,8 +720,15 @@ def _write_error(name: str, part: Path, err: OSError) -> StageError:
 
 
 def _short(err: Exception) -> str:
+    """An exception in one short line: its type and, for a network error, the root cause
+    (e.g. "Connection refused") rather than the pool's whole story."""
     text = str(err).splitlines()[0] if str(err) else ""
-    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>", "", text)
+    text = redact(re.sub(r"<[^>]*object at 0x[0-9a-f]+>", "", text))
+    cause = re.search(r"\[Errno -?\d+\] ([^'\"()\]]+)", text)
+    if cause:
+        text = cause[1].strip().rstrip(".")
+    elif re.search(r"timed out", text, re.IGNORECASE):
+        text = "timed out"
     return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
 
 
@@ -464,24 +744,36 @@ def hf_download(origin, repo: str, path: str, revision: str | None, part: Path) 
     never printed or written here. The bytes come from the same commit's
     `/resolve/` URL through `http_download`, because huggingface_hub deletes an
     interrupted download's bytes instead of resuming them on the next call.
+
+    Before the transfer, the size and LFS sha256 the Hub announces are checked against
+    the registry's pins (`NotPinned` if they differ). An unpinned revision with a pinned
+    sha256 is the newest commit whose file has that sha256 (`hf_resolve`); the commit
+    used is returned as "revision" for the fetch stage to pin.
     """
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
-    meta, endpoint = _hf_metadata(origin, repo, path, revision)
-    pinned = hf_hub_url(
+    meta, endpoint = hf_resolve(origin, repo, path, revision)
+    upstream = hf_facts(meta)
+    differs = pin_differences(origin, upstream)
+    if differs:
+        what = f"Hugging Face dataset {repo}, file {path} at commit {meta.commit_hash}"
+        raise not_pinned(origin, what, upstream, differs, "as the Hub announces it")
+    pinned_url = hf_hub_url(
         repo, path, repo_type="dataset", revision=meta.commit_hash, endpoint=endpoint
     )
     size = origin.size if origin.size is not None else meta.size
     http_download(
         origin.name,
-        pinned,
+        pinned_url,
         part,
         size,
         headers=build_hf_headers(),
         identity=f"hf:{repo}/{path}@{meta.etag}",  # the etag pins the content
         if_range=False,
         registry_key=f"sources.{origin.name}.{origin.profile}.hf",
+        origin=origin,
+        mirror=False,  # the Hub is HF_ENDPOINT; its CDN redirects may still be mirrored
     )
     announced = {"sha256": meta.etag} if SHA256_HEX.fullmatch(meta.etag) else {}
     if revision is None or not COMMIT_HEX.fullmatch(revision):
@@ -489,47 +781,224 @@ def hf_download(origin, repo: str, path: str, revision: str | None, part: Path) 
     return announced
 
 
-def _hf_metadata(origin, repo: str, path: str, revision: str | None):
-    """huggingface_hub's file metadata (HEAD on /resolve/), retried like a download.
+def hf_facts(meta) -> dict:
+    """What the Hub says of a file: size, sha256 (LFS files only), revision (its commit)."""
+    return {
+        "size": meta.size,
+        "sha256": meta.etag if SHA256_HEX.fullmatch(meta.etag or "") else None,
+        "revision": meta.commit_hash,
+    }
 
-    Errors become StageErrors that say what to do.
+
+def hf_endpoint() -> str:
+    """The Hub to ask: HF_ENDPOINT, read at call time (huggingface_hub reads it at import)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hf_resolve(origin, repo: str, path: str, revision: str | None, timeout: float | None = None):
+    """The Hub's metadata (commit, ETag, size) of the file this origin means.
+
+    At `revision`; but when the revision is not a commit (null, a branch, a tag) and the
+    registry pins a sha256 that the file at that revision does not have, at the newest
+    commit of its history whose file has it (`hf_find_revision`). Returns (meta, endpoint).
+    """
+    meta, endpoint = _hf_metadata(origin, repo, path, revision, timeout)
+    want = dict(origin.checksums).get("sha256")
+    is_commit = revision is not None and COMMIT_HEX.fullmatch(revision)
+    if want and not is_commit and SHA256_HEX.fullmatch(meta.etag) and meta.etag != want:
+        commit = hf_find_revision(origin, repo, path, revision, want, endpoint, timeout)
+        meta, endpoint = _hf_metadata(origin, repo, path, commit, timeout)
+    return meta, endpoint
+
+
+def hf_find_revision(
+    origin,
+    repo: str,
+    path: str,
+    revision: str | None,
+    sha256: str,
+    endpoint: str,
+    timeout: float | None = None,
+) -> str:
+    """The newest commit of `revision`'s history (default branch: None) whose `path` has
+    LFS sha256 `sha256`.
+
+    huggingface_hub's `list_repo_commits` lists the history, newest first; `get_paths_info`
+    (with `expand`, which names the commit that last changed the file) reads the file at
+    a commit, so the commits that did not change it are skipped. `NoSuchContent` lists
+    the commits tried and the sha256 seen at each.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=endpoint)
+    _cap_hub_timeouts(timeout or TIMEOUT_S)
+    branch = revision or "main"
+    commits = _hf_call(
+        origin,
+        repo,
+        path,
+        revision,
+        lambda: api.list_repo_commits(repo, repo_type="dataset", revision=branch),
+        retry=False,  # huggingface_hub retries this call itself
+    )
+    order = {c.commit_id: n for n, c in enumerate(commits)}
+    tried: list[tuple[str, str | None]] = []
+    n = 0
+    while n < len(commits):
+        commit = commits[n].commit_id
+        infos = _hf_call(
+            origin,
+            repo,
+            path,
+            commit,
+            lambda commit=commit: api.get_paths_info(
+                repo, [path], repo_type="dataset", revision=commit, expand=True
+            ),
+        )
+        info = next((i for i in infos if isinstance(i, RepoFile) and i.path == path), None)
+        seen = info.lfs.sha256 if info is not None and info.lfs is not None else None
+        tried.append((commit, seen))
+        if seen == sha256:
+            print(
+                f"NOTE: source {origin.name!r}: {repo}/{path} at {branch} is not the pinned file "
+                f"(sha256 {sha256}); commit {commit} has it and is used",
+                file=sys.stderr,
+            )
+            return commit
+        n += 1
+        last = info.last_commit.oid if info is not None and info.last_commit else None
+        if last in order:  # the commits in between did not change the file
+            n = max(n, order[last] + 1)
+    raise NoSuchContent(_no_such_content(origin, repo, path, branch, sha256, tried), tried)
+
+
+def _no_such_content(origin, repo, path, branch, sha256, tried) -> str:
+    where = origin_key(origin)
+    listed = [f"{c} ({f'sha256 {seen}' if seen else 'no such LFS file'})" for c, seen in tried]
+    if len(listed) > 20:
+        listed = listed[:20] + [f"and {len(listed) - 20} more"]
+    return (
+        f"source {origin.name!r}: no commit of Hugging Face dataset {repo} ({branch}) has "
+        f"{path} with the pinned sha256 {sha256} ({where}.sha256); nothing was downloaded. "
+        f"Commits tried, newest first (those that did not change the file skipped): "
+        f"{'; '.join(listed) or 'none'}. {pin_advice(origin, {}, [])} If the file you want "
+        f"is at a known commit, set {where}.hf.revision to it."
+    )
+
+
+_HUB_TIMEOUT_S = [float(TIMEOUT_S)]
+
+
+def _cap_hub_timeouts(seconds: float) -> None:
+    """Give huggingface_hub's shared client a timeout where a call sets none.
+
+    Its API calls (commits, paths-info) pass no timeout, so a Hub that stops answering
+    would hang the stage; an event hook sets one on each request that has none.
+    """
+    from huggingface_hub.utils import get_session
+
+    _HUB_TIMEOUT_S[0] = float(seconds)
+    hooks = get_session().event_hooks["request"]
+    if _timeout_hook not in hooks:
+        hooks.append(_timeout_hook)
+
+
+def _timeout_hook(request) -> None:
+    timeout = request.extensions.get("timeout") or {}
+    if all(value is None for value in timeout.values()):
+        keys = ("connect", "read", "write", "pool")
+        request.extensions["timeout"] = dict.fromkeys(keys, _HUB_TIMEOUT_S[0])
+
+
+def _hf_call(origin, repo, path, revision, call, retry: bool = True):
+    """`call()` (a huggingface_hub request), retried like a download on transient errors.
+
+    Errors become HubErrors that say what to do.
     """
     import httpx2
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
-    # Read at call time (huggingface_hub reads it once, at import).
-    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    url = hf_hub_url(repo, path, repo_type="dataset", revision=revision, endpoint=endpoint)
+    endpoint = hf_endpoint()
     attempt = 0
     while True:
         try:
-            meta = get_hf_file_metadata(url, endpoint=endpoint)
-            break
+            return call()
         except (httpx2.TransportError, HfHubHTTPError) as err:
             status = err.response.status_code if isinstance(err, HfHubHTTPError) else None
             transient = status is None or status in RETRY_STATUSES or status >= 500
-            if not transient or attempt >= RETRIES:
-                raise StageError(
-                    hf_refusal(origin, repo, path, revision, url, endpoint, err)
-                ) from None
+            if not retry or not transient or attempt >= RETRIES:
+                raise _hub_error(origin, repo, path, revision, endpoint, err) from None
             attempt += 1
             delay = _backoff(attempt, None)
             reason = f"HTTP {status}" if status else _short(err)
             print(
-                f"source {origin.name!r}: {url}: {reason}; retrying in {delay:.1f} s "
-                f"({attempt}/{RETRIES})",
+                f"source {origin.name!r}: Hugging Face dataset {repo}: {reason}; retrying in "
+                f"{delay:.1f} s ({attempt}/{RETRIES})",
                 file=sys.stderr,
             )
             time.sleep(delay)
         except Exception as err:  # mapped to an actionable message, or re-raised as is
-            raise StageError(hf_refusal(origin, repo, path, revision, url, endpoint, err)) from None
+            raise _hub_error(origin, repo, path, revision, endpoint, err) from None
+
+
+def _hub_error(origin, repo, path, revision, endpoint, err: Exception) -> HubError:
+    from huggingface_hub import hf_hub_url
+
+    url = hf_hub_url(repo, path, repo_type="dataset", revision=revision, endpoint=endpoint)
+    message = hf_refusal(origin, repo, path, revision, url, endpoint, err)
+    return HubError(message, hf_outcome(err))
+
+
+def _hf_metadata(origin, repo: str, path: str, revision: str | None, timeout=None):
+    """huggingface_hub's file metadata (HEAD on /resolve/), retried like a download.
+
+    Errors become HubErrors that say what to do.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    endpoint = hf_endpoint()
+    url = hf_hub_url(repo, path, repo_type="dataset", revision=revision, endpoint=endpoint)
+    wait = constants.HF_HUB_ETAG_TIMEOUT if timeout is None else timeout
+    meta = _hf_call(
+        origin,
+        repo,
+        path,
+        revision,
+        lambda: get_hf_file_metadata(url, endpoint=endpoint, timeout=wait),
+    )
     if not meta.commit_hash or not meta.etag:
-        raise StageError(
+        raise HubError(
             f"source {origin.name!r}: {url} did not answer like the Hugging Face Hub (no "
-            f"X-Repo-Commit or ETag header): check HF_ENDPOINT and your proxy settings"
+            f"X-Repo-Commit or ETag header): check HF_ENDPOINT and your proxy settings",
+            "unreachable",
         )
     return meta, endpoint
+
+
+def hf_outcome(err: Exception) -> str:
+    """What a huggingface_hub error means for a build: gated, missing or unreachable."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, GatedRepoError):
+        return "gated"
+    missing = (RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    if isinstance(err, missing):
+        return "missing"
+    status = err.response.status_code if isinstance(err, HfHubHTTPError) else None
+    if status in (404, 410):
+        return "missing"
+    if status in (401, 403):
+        return "gated"
+    return "unreachable"  # 5xx or 429 after the retries, the network, a proxy
 
 
 def hf_refusal(origin, repo, path, revision, url, endpoint, err: Exception) -> str:
@@ -606,11 +1075,9 @@ def gdrive_download(origin, file_id: str, part: Path) -> None:
     if credentials:
         gdrive_api_download(origin, file_id, part, credentials)
         return
-    import requests
-
     url = f"{GDRIVE_UC_URL}?{urlencode({'export': 'download', 'id': file_id})}"
     tried = []
-    with requests.Session() as session:  # Drive's older confirm flow sets a cookie
+    with mirror_session() as session:  # Drive's older confirm flow sets a cookie
         for _ in range(3):
             tried.append(url)
             try:
@@ -623,6 +1090,7 @@ def gdrive_download(origin, file_id: str, part: Path) -> None:
                     identity=f"gdrive:{file_id}",
                     refuse_html=True,
                     registry_key=f"sources.{origin.name}.{origin.profile}.gdrive.id",
+                    origin=origin,
                 )
                 return
             except HtmlPage as page:
@@ -631,10 +1099,10 @@ def gdrive_download(origin, file_id: str, part: Path) -> None:
                     raise StageError(
                         f"source {origin.name!r} ({origin.file}): Google Drive did not serve "
                         f"file {file_id} ({page.url}): {drive_page_reason(page.text)}. Instead, "
-                        f"{_manual_steps(origin, 'gdrive', file_id)}"
+                        f"{manual_steps(origin, 'gdrive', file_id)}"
                     ) from None
                 url = following
-    raise StageError(f"{manual_instruction(origin, 'gdrive', file_id)} (tried {tried[-1]})")
+    raise StageError(f"{manual_instruction(origin, 'gdrive', file_id)} (tried {redact(tried[-1])})")
 
 
 def gdrive_api_download(origin, file_id: str, part: Path, credentials: str) -> None:
@@ -654,37 +1122,47 @@ def gdrive_api_download(origin, file_id: str, part: Path, credentials: str) -> N
             identity=f"gdrive:{file_id}",
             refuse_html=True,
             registry_key=f"sources.{origin.name}.{origin.profile}.gdrive.id",
+            origin=origin,
         )
     except HtmlPage as page:
         raise StageError(
             f"source {origin.name!r} ({origin.file}): the Drive API answered a page for file "
-            f"{file_id} ({page.url}). Instead, {_manual_steps(origin, 'gdrive', file_id)}"
+            f"{file_id} ({page.url}). Instead, {manual_steps(origin, 'gdrive', file_id)}"
         ) from None
     except Refused as err:
         raise StageError(
             f"{err}. The Drive API refused file {file_id} to the account in "
             f"{GDRIVE_CREDENTIALS_ENV}: share the file with it, unset the variable to use the "
-            f"public download, or {_manual_steps(origin, 'gdrive', file_id)}"
+            f"public download, or {manual_steps(origin, 'gdrive', file_id)}"
         ) from None
 
 
 def drive_access_token(origin, credentials: str) -> str:
     """An OAuth access token for the Drive API from a service account key or saved user
-    credentials (the JSON DVC's gdrive remote takes in GDRIVE_CREDENTIALS_DATA)."""
+    credentials (the JSON DVC's gdrive remote takes in GDRIVE_CREDENTIALS_DATA).
+
+    The token URL they name (Google's by default) is rewritten by the mirrors.
+    """
+    from oauth2client import GOOGLE_TOKEN_URI
+
     where = f"source {origin.name!r}: {GDRIVE_CREDENTIALS_ENV}"
     try:
         info = json.loads(credentials)
     except ValueError:
         info = None
     if not isinstance(info, dict):
-        raise StageError(
+        raise DriveAuthError(
             f"{where} is not JSON: set it to the content of a service account key file "
             f"(or of the user credentials DVC saved), or unset it to use the public download"
         )
     import httplib2
-    from oauth2client.client import OAuth2Credentials
+    from oauth2client.client import HttpAccessTokenRefreshError, OAuth2Credentials
     from pydrive2.auth import GoogleAuth
 
+    token_uri = info.get("token_uri") or GOOGLE_TOKEN_URI
+    if mirrored(token_uri) != token_uri:
+        info = {**info, "token_uri": mirrored(token_uri)}
+        credentials = json.dumps(info)
     try:
         if info.get("type") == "service_account":
             auth = GoogleAuth(
@@ -700,9 +1178,15 @@ def drive_access_token(origin, credentials: str) -> str:
             creds = OAuth2Credentials.from_json(credentials)
         return creds.get_access_token(httplib2.Http(timeout=TIMEOUT_S)).access_token
     except Exception as exc:  # oauth2client raises many kinds; all mean the same here
-        raise StageError(
+        refused = isinstance(exc, HttpAccessTokenRefreshError) or not isinstance(
+            exc, (OSError, httplib2.HttpLib2Error)
+        )
+        raise DriveAuthError(
             f"{where}: no access token could be obtained ({_short(exc)}); check the "
-            f"credentials, or unset the variable to use the public download"
+            f"credentials (and the network, if Google's token URL "
+            f"{redact(mirrored(token_uri))} cannot be reached), or unset the variable to use "
+            f"the public download",
+            "gated" if refused else "unreachable",
         ) from None
 
 
@@ -751,19 +1235,33 @@ def drive_confirm_url(page: str, page_url: str) -> str | None:
     return None
 
 
-def drive_page_reason(page: str) -> str:
-    """Why Drive answered a page instead of the file, in the user's terms."""
+def drive_page_kind(page: str) -> str:
+    """What a page Drive answered instead of a file means: quota, access, folder or page."""
     low = page.lower()
     finder = _FormFinder()
     finder.feed(page)
     if "too many users" in low or "quota" in low:
+        return "quota"
+    if "servicelogin" in low or "you need access" in low or "request access" in low:
+        return "access"
+    if "drive/folders" in low or "folder" in finder.title.lower():
+        return "folder"
+    return "page"
+
+
+def drive_page_reason(page: str) -> str:
+    """Why Drive answered a page instead of the file, in the user's terms."""
+    kind = drive_page_kind(page)
+    if kind == "quota":
         return (
             "the file's download quota is exceeded (too many downloads recently); Drive lifts "
             "it within a day, or a browser signed in to Google can usually still download it"
         )
-    if "servicelogin" in low or "you need access" in low or "request access" in low:
+    if kind == "access":
         return "the file is not public (Drive asks to sign in or to request access)"
-    if "drive/folders" in low or "folder" in finder.title.lower():
+    if kind == "folder":
         return "the id is a folder, not a file"
+    finder = _FormFinder()
+    finder.feed(page)
     title = finder.title.strip() or "untitled"
     return f"it answered an HTML page ({title!r}) instead of the file"

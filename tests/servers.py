@@ -8,7 +8,9 @@ file content with Range / If-Range support. Switches a test can set:
 - `fail_next(*statuses)`: answer the next requests with these statuses (e.g. 503);
 - `wrong_bytes`: serve other bytes of the same length;
 - `ignore_range`: answer 200 with the full body whatever Range says;
-- `range_shift`: answer a Range request from that many bytes off what was asked.
+- `range_shift`: answer a Range request from that many bytes off what was asked;
+- `refuse_head`: answer every HEAD with 405 Method Not Allowed (some CDNs and signed
+  URLs refuse HEAD).
 
 `FileServer` serves a folder; `HubServer` answers the Hugging Face Hub's
 `/datasets/<repo>/resolve/<revision>/<path>` the way huggingface_hub expects
@@ -83,12 +85,13 @@ class StubServer:
         self.wrong_bytes = False
         self.ignore_range = False
         self.range_shift = 0
+        self.refuse_head = False
         self._errors: list[int] = []
         self._cut_after: int | None = None
         self._cuts = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -148,6 +151,8 @@ class StubServer:
             status = self._errors.pop(0) if self._errors else None
         if status is not None:
             return _send(h, method, Reply(status, f"HTTP {status}\n".encode()))
+        if method == "HEAD" and self.refuse_head:
+            return _send(h, method, Reply(405, b"method not allowed\n", {"Allow": "GET"}))
         for route in self.routes:
             reply = route(seen)
             if reply is not None:
@@ -188,6 +193,16 @@ class StubServer:
         h.close_connection = True
         with contextlib.suppress(OSError):
             h.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a refused transfer, a probe) is no server error."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(app: StubServer) -> type[BaseHTTPRequestHandler]:
@@ -256,25 +271,61 @@ class FileServer(StubServer):
 class _Repo:
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    parents: dict[str, str | None] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    dates: dict[str, str] = field(default_factory=dict)
     gated_token: str | None = None
+
+    def history(self, commit: str) -> list[str]:
+        """`commit` and its ancestors, newest first."""
+        out: list[str] = []
+        while commit is not None:
+            out.append(commit)
+            commit = self.parents[commit]
+        return out
+
+    def last_change(self, commit: str, path: str) -> str:
+        """The newest commit up to `commit` that changed `path` (the Hub's lastCommit)."""
+        data = self.commits[commit].get(path)
+        while (parent := self.parents[commit]) is not None:
+            if self.commits[parent].get(path) != data:
+                break
+            commit = parent
+        return commit
+
+
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 class HubServer(StubServer):
-    """The part of the Hub that `hf_hub_url` / `get_hf_file_metadata` / downloads use.
+    """The part of the Hub that `hf_hub_url` / `get_hf_file_metadata` / downloads use,
+    and the API that `HfApi.list_repo_commits` and `HfApi.get_paths_info` call.
 
     LFS files redirect (302) to `self.cdn`, a second server on another port, as
     the real Hub redirects to its CDN; faults meant for the transfer are set on
     `self.cdn`. Small non-LFS files are answered by the Hub itself.
+
+    `/api/datasets/<repo>/commits/<revision>` lists a revision's history newest first,
+    `commits_per_page` at a time with a `Link: <...?p=N>; rel="next"` header as the Hub
+    paginates; `POST /api/datasets/<repo>/paths-info/<revision>` (form fields `paths`,
+    `expand`) describes files at a revision: git oid, size, `lfs` {oid (sha256), size,
+    pointerSize} and, with `expand=true`, the `lastCommit` that changed each.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.repos: dict[str, _Repo] = {}
         self.lfs: set[str] = set()
+        self.commits_per_page = 50
         self.cdn = StubServer()
         self.cdn.routes.append(self._blob)
         self._blobs: dict[str, bytes] = {}
-        self.routes.append(self._resolve)
+        self._clock = 0
+        self.routes += [self._resolve, self._commits, self._paths_info]
 
     def start(self) -> HubServer:
         self.cdn.start()
@@ -284,13 +335,28 @@ class HubServer(StubServer):
         super().stop()
         self.cdn.stop()
 
-    def publish(self, repo: str, files: dict[str, bytes], branch: str = "main", lfs=True) -> str:
-        """Commit `files` on top of `branch` of dataset `repo`; return the commit id."""
+    def publish(
+        self,
+        repo: str,
+        files: dict[str, bytes],
+        branch: str = "main",
+        lfs=True,
+        title: str = "Upload files",
+        commit: str | None = None,
+    ) -> str:
+        """Commit `files` on top of `branch` of dataset `repo`; return the commit id.
+
+        `commit` gives the new commit that id (a real repository's, for a rehearsal)."""
         entry = self.repos.setdefault(repo, _Repo())
         parent = entry.branches.get(branch)
         tree = {**entry.commits.get(parent, {}), **files}
-        commit = hashlib.sha1(repr((parent, sorted(tree.items()))).encode()).hexdigest()
+        self._clock += 1
+        made = hashlib.sha1(repr((parent, sorted(tree.items()), self._clock)).encode())
+        commit = commit or made.hexdigest()
         entry.commits[commit] = tree
+        entry.parents[commit] = parent
+        entry.titles[commit] = title
+        entry.dates[commit] = f"2024-01-01T00:{self._clock // 60:02d}:{self._clock % 60:02d}.000Z"
         entry.branches[branch] = commit
         for data in files.values():
             sha = hashlib.sha256(data).hexdigest()
@@ -303,11 +369,8 @@ class HubServer(StubServer):
         """Make `repo` gated: only `Authorization: Bearer <token>` gets through."""
         self.repos[repo].gated_token = token
 
-    def _resolve(self, seen: Seen) -> Reply | None:
-        m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", seen.path)
-        if not m:
-            return None
-        repo_id, revision, path = m[1], unquote(m[2]), m[3]
+    def _lookup(self, seen: Seen, repo_id: str, revision: str) -> tuple[_Repo, str] | Reply:
+        """The repo and the commit `revision` names, or the Hub's error reply."""
         repo = self.repos.get(repo_id)
         if repo is None:
             return _hub_error(401, "RepoNotFound", "Repository not found")
@@ -323,9 +386,20 @@ class HubServer(StubServer):
         commit = repo.branches.get(revision, revision if revision in repo.commits else None)
         if commit is None:
             return _hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return repo, commit
+
+    def _resolve(self, seen: Seen) -> Reply | None:
+        m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", seen.path)
+        if not m:
+            return None
+        path = m[3]
+        found = self._lookup(seen, m[1], unquote(m[2]))
+        if isinstance(found, Reply):
+            return found
+        repo, commit = found
         data = repo.commits[commit].get(path)
         if data is None:
-            reply = _hub_error(404, "EntryNotFound", f"{path} does not exist on {revision}")
+            reply = _hub_error(404, "EntryNotFound", f"{path} does not exist on {m[2]}")
             reply.headers["X-Repo-Commit"] = commit
             return reply
         sha = hashlib.sha256(data).hexdigest()
@@ -339,9 +413,65 @@ class HubServer(StubServer):
                 "Location": location,
             }
             return Reply(302, b"", headers)
-        git_sha = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        headers = {"X-Repo-Commit": commit, "ETag": f'"{git_sha}"'}
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{git_blob_id(data)}"'}
         return Reply(200, data, headers, content=True)
+
+    def _commits(self, seen: Seen) -> Reply | None:
+        m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/commits/([^/]+)", seen.path)
+        if not m or seen.method != "GET":
+            return None
+        found = self._lookup(seen, m[1], unquote(m[2]))
+        if isinstance(found, Reply):
+            return found
+        repo, commit = found
+        history = repo.history(commit)
+        page = int(seen.query.get("p", "0"))
+        size = self.commits_per_page
+        items = [
+            {
+                "id": c,
+                "title": repo.titles[c],
+                "message": "",
+                "authors": [{"user": "uploader", "avatar": None}],
+                "date": repo.dates[c],
+            }
+            for c in history[page * size : (page + 1) * size]
+        ]
+        headers = {"Content-Type": "application/json"}
+        if (page + 1) * size < len(history):
+            headers["Link"] = f'<{self.url}{seen.path}?p={page + 1}>; rel="next"'
+        return Reply(200, json.dumps(items).encode(), headers)
+
+    def _paths_info(self, seen: Seen) -> Reply | None:
+        m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/paths-info/([^/]+)", seen.path)
+        if not m or seen.method != "POST":
+            return None
+        found = self._lookup(seen, m[1], unquote(m[2]))
+        if isinstance(found, Reply):
+            return found
+        repo, commit = found
+        form = parse_qs(seen.body.decode())
+        expand = form.get("expand", ["false"])[0] == "true"
+        out = []
+        for path in form.get("paths", []):  # a path that does not exist is left out
+            data = repo.commits[commit].get(path)
+            if data is None:
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            item: dict = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": path}
+            if sha in self.lfs:
+                pointer = LFS_POINTER.format(sha=sha, size=len(data)).encode()
+                item["oid"] = git_blob_id(pointer)
+                item["lfs"] = {"oid": sha, "size": len(data), "pointerSize": len(pointer)}
+            if expand:
+                last = repo.last_change(commit, path)
+                item["lastCommit"] = {
+                    "id": last,
+                    "title": repo.titles[last],
+                    "date": repo.dates[last],
+                }
+            out.append(item)
+        return Reply(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
 
     def _blob(self, seen: Seen) -> Reply | None:
         m = re.fullmatch(r"/blobs/([0-9a-f]{64})", seen.path)
@@ -379,7 +509,11 @@ class DriveServer(StubServer):
 
     Each file has a mode: "direct" (small file, served at once), "confirm" (the
     virus-scan warning page, then `/download?...&confirm=t` serves it) or "quota"
-    (the quota-exceeded page, always).
+    (the quota-exceeded page, always). The confirm page's form points at
+    `<public_base>/download` (this server unless set, e.g. to Google's
+    "https://drive.usercontent.google.com" for a test that reaches it through mirrors).
+    The Drive API answers `files/<id>?alt=media` with the bytes and `files/<id>?fields=...`
+    with the file's metadata (id, name, size, md5Checksum), to a bearer of an issued token.
     """
 
     def __init__(self) -> None:
@@ -388,6 +522,7 @@ class DriveServer(StubServer):
         self.accounts: dict[str, object] = {}  # service account email -> RSA public key
         self.refresh_tokens: set[str] = set()
         self.issued: list[str] = []
+        self.public_base: str | None = None
         self.routes += [self._uc, self._token, self._api]
 
     def add(self, file_id: str, name: str, data: bytes, mode: str = "confirm") -> None:
@@ -446,12 +581,23 @@ class DriveServer(StubServer):
             return None
         if seen.headers.get("authorization") not in {f"Bearer {t}" for t in self.issued}:
             return _api_error(401, "Invalid Credentials")
-        if seen.query.get("alt") != "media" or m[1] not in self.files:
+        media = seen.query.get("alt") == "media"
+        if m[1] not in self.files or not (media or "fields" in seen.query):
             return _api_error(404, f"File not found: {m[1]}.")
         name, data, mode = self.files[m[1]]
         if mode == "private":
             return _api_error(403, "The user does not have sufficient permissions for this file.")
-        return Reply(body=data, headers={"Content-Type": "application/zip"}, content=True)
+        if media:
+            return Reply(body=data, headers={"Content-Type": "application/zip"}, content=True)
+        facts = {
+            "id": m[1],
+            "name": name,
+            "size": str(len(data)),  # the API gives sizes as strings
+            "md5Checksum": hashlib.md5(data).hexdigest(),
+        }
+        wanted = seen.query["fields"].split(",")
+        body = json.dumps({k: v for k, v in facts.items() if k in wanted}).encode()
+        return Reply(200, body, {"Content-Type": "application/json"})
 
     def _uc(self, seen: Seen) -> Reply | None:
         if seen.path not in ("/uc", "/download"):
@@ -467,7 +613,7 @@ class DriveServer(StubServer):
             page = CONFIRM_PAGE.format(
                 id=html.escape(file_id),
                 name=html.escape(name),
-                action=f"{self.url}/download",
+                action=f"{self.public_base or self.url}/download",
                 uuid=uuid,
             )
             return _page(200, page)
@@ -492,3 +638,28 @@ def _api_error(status: int, message: str) -> Reply:
 
 def _page(status: int, text: str) -> Reply:
     return Reply(status, text.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+def service_account(drive) -> tuple[str, str]:
+    """A new service account key (JSON text) the stand-in trusts, and its private key PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    email = "fetcher@llava-lab.iam.gserviceaccount.com"
+    drive.trust(email, key.public_key())
+    info = {
+        "type": "service_account",
+        "project_id": "llava-lab",
+        "private_key_id": "0123abcd",
+        "private_key": pem,
+        "client_email": email,
+        "client_id": "1234567890",
+        "token_uri": f"{drive.url}/token",
+    }
+    return json.dumps(info), pem

@@ -20,7 +20,7 @@ import yaml
 from stages import transports
 from stages.common import StageError
 from stages.fetch import Origin, fetch
-from tests.servers import DriveServer, FileServer, HubServer
+from tests.servers import DriveServer, FileServer, HubServer, service_account
 from tests.zips import stored_zip
 
 DATA = bytes(range(256)) * 400 + b"end"  # 102,403 bytes
@@ -36,6 +36,8 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(transports, "TIMEOUT_S", 10)
     monkeypatch.delenv("HF_HUB_ENABLE_HF_TRANSFER", raising=False)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
+    yield
+    transports.use_mirrors(None)
 
 
 @pytest.fixture
@@ -336,31 +338,6 @@ def test_gdrive_quota_page_stops_with_the_manual_instruction(tmp_path, drive):
     assert not part_of(tmp_path, "sam_images", "sam_images_9k.zip").exists()
 
 
-def service_account(drive) -> tuple[str, str]:
-    """A new service account key (JSON text) the stand-in trusts, and its private key PEM."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    email = "fetcher@llava-lab.iam.gserviceaccount.com"
-    drive.trust(email, key.public_key())
-    info = {
-        "type": "service_account",
-        "project_id": "llava-lab",
-        "private_key_id": "0123abcd",
-        "private_key": pem,
-        "client_email": email,
-        "client_id": "1234567890",
-        "token_uri": f"{drive.url}/token",
-    }
-    return json.dumps(info), pem
-
-
 def files_under(root: Path) -> list[Path]:
     return [p for p in sorted(root.rglob("*")) if p.is_file()]
 
@@ -468,3 +445,248 @@ def test_stage_cli_in_a_fresh_process_downloads_from_the_hub_named_by_hf_endpoin
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out/mix1M.json").read_bytes() == DATA
     assert f"hf.revision: {commit}" in done.stderr and TOKEN not in done.stderr + done.stdout
+
+
+# ---- mirrors ------------------------------------------------------------------------------
+
+
+def write_mirrors(tmp_path: Path, table) -> Path:
+    path = tmp_path / "mirrors.local.yaml"
+    path.write_text(table if isinstance(table, str) else yaml.safe_dump(table))
+    return path
+
+
+def test_mirror_serves_the_real_url_by_its_longest_prefix(tmp_path, files):
+    (files.root / "coco/zips").mkdir(parents=True)
+    (files.root / "coco/zips/train2017.zip").write_bytes(DATA)
+    transports.use_mirrors(
+        write_mirrors(
+            tmp_path,
+            {
+                "http://images.cocodataset.org/": f"{files.url}/elsewhere/",
+                "http://images.cocodataset.org/zips/": f"{files.url}/coco/zips/",
+            },
+        )
+    )
+    url = "http://images.cocodataset.org/zips/train2017.zip"
+    assert coco(tmp_path, files, url=url).read_bytes() == DATA
+    assert [s.path for s in files.seen] == ["/coco/zips/train2017.zip"]
+    assert transports.mirrored("https://images.cocodataset.org/x") == (
+        "https://images.cocodataset.org/x"
+    )
+
+
+def test_mirror_rewrites_redirects_too(tmp_path, files):
+    from tests.servers import Reply
+
+    (files.root / "coco/zips").mkdir(parents=True)
+    (files.root / "coco/zips/train2017.zip").write_bytes(DATA)
+    real = "http://images.cocodataset.org/zips/train2017.zip"
+    files.routes.insert(
+        0, lambda seen: Reply(302, b"", {"Location": real}) if seen.path == "/old.zip" else None
+    )
+    transports.use_mirrors(
+        write_mirrors(tmp_path, {"http://images.cocodataset.org/": f"{files.url}/coco/"})
+    )
+    assert coco(tmp_path, files, url=f"{files.url}/old.zip").read_bytes() == DATA
+    assert [s.path for s in files.seen] == ["/old.zip", "/coco/zips/train2017.zip"]
+
+
+def test_mirror_credentials_are_used_but_never_shown(tmp_path, files):
+    transports.use_mirrors(
+        write_mirrors(
+            tmp_path, {"http://images.cocodataset.org/": f"http://lab:s3cret@{files.url[7:]}/"}
+        )
+    )
+    with pytest.raises(StageError, match="HTTP 404") as err:
+        coco(tmp_path, files, url="http://images.cocodataset.org/zips/missing.zip")
+    msg = str(err.value)
+    assert "s3cret" not in msg and "through the mirror http://***@127.0.0.1" in msg
+    assert files.seen[0].headers["authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("- http://a/\n- http://b/\n", "must map URL prefixes to the bases"),
+        ("'http://a/': 8080\n", "base '8080' .* is not an http"),
+        ("'images.cocodataset.org/': 'http://127.0.0.1/'\n", "prefix 'images.cocodataset.org/'"),
+        ("'http://a/': [unclosed\n", "cannot be read as YAML"),
+    ],
+)
+def test_a_malformed_mirrors_file_is_named(tmp_path, text, match):
+    path = write_mirrors(tmp_path, text)
+    with pytest.raises(StageError, match=match) as err:
+        transports.use_mirrors(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_or_empty_mirrors_file_means_no_mirrors(tmp_path):
+    transports.use_mirrors(tmp_path / "mirrors.local.yaml")
+    assert (
+        transports.mirrored("http://images.cocodataset.org/a") == "http://images.cocodataset.org/a"
+    )
+    transports.use_mirrors(write_mirrors(tmp_path, ""))
+    assert transports.mirrored("https://drive.google.com/uc") == "https://drive.google.com/uc"
+
+
+def google_mirrors(tmp_path, drive) -> Path:
+    """Every Google URL the Drive transport asks for, mapped onto the stand-in."""
+    base = f"{drive.url}/"
+    return write_mirrors(
+        tmp_path,
+        {
+            "https://drive.google.com/": base,
+            "https://drive.usercontent.google.com/": base,
+            "https://www.googleapis.com/": base,
+            "https://oauth2.googleapis.com/": base,
+        },
+    )
+
+
+def test_mirror_carries_drive_uc_and_its_confirm_step(tmp_path, monkeypatch):
+    monkeypatch.delenv(transports.GDRIVE_CREDENTIALS_ENV, raising=False)
+    with DriveServer() as drive:  # reached by Google's real URLs, through the mirrors
+        drive.public_base = "https://drive.usercontent.google.com"
+        drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="confirm")
+        transports.use_mirrors(google_mirrors(tmp_path, drive))
+        assert sam(tmp_path).read_bytes() == DATA
+    assert [(s.path, s.query.get("confirm")) for s in drive.seen] == [
+        ("/uc", None),
+        ("/download", "t"),
+    ]
+
+
+def test_mirror_carries_the_drive_api_and_googles_token_url(tmp_path, monkeypatch):
+    with DriveServer() as drive:
+        drive.add(SAM_ID, "sam_images_9k.zip", DATA, mode="quota")
+        key_json, _ = service_account(drive)
+        key = json.loads(key_json)
+        del key["token_uri"]  # Google's default token URL, https://oauth2.googleapis.com/token
+        monkeypatch.setenv(transports.GDRIVE_CREDENTIALS_ENV, json.dumps(key))
+        transports.use_mirrors(google_mirrors(tmp_path, drive))
+        assert sam(tmp_path).read_bytes() == DATA
+    assert [(s.method, s.path) for s in drive.seen] == [
+        ("POST", "/token"),
+        ("GET", f"/drive/v3/files/{SAM_ID}"),
+    ]
+
+
+# ---- refusing a file that is not the pinned one, before a byte is written ----------------
+
+
+def test_http_length_that_is_not_the_pinned_size_is_refused_with_nothing_written(tmp_path, files):
+    with pytest.raises(transports.NotPinned) as err:
+        coco(tmp_path, files, size=len(DATA) + 1)
+    msg = str(err.value)
+    assert "source 'coco'" in msg and f"{files.url}/zips/train2017.zip" in msg
+    assert "now has 102,403 bytes (the Content-Length of its answer)" in msg
+    assert "sources.yaml pins 102,404 bytes (sources.coco.full.size)" in msg
+    assert "nothing was downloaded" in msg
+    assert "set `size: 102403`, `sha256: null` in sources.coco.full" in msg
+    assert "from a mirror" not in msg and "assumed" not in msg
+    assert files_under(tmp_path / "downloads") == []
+    assert [s.method for s in files.seen] == ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("mirror", "comes from a mirror or a user listing"), ("assumed", "is assumed")],
+)
+def test_refusal_says_a_mirror_or_assumed_pin_may_be_wrong(tmp_path, files, how, said):
+    with pytest.raises(transports.NotPinned) as err:
+        coco(tmp_path, files, size=len(DATA) + 1, known={"size": how})
+    msg = str(err.value)
+    assert f"The pinned size {said} (sources.coco.full.known.size: {how})" in msg
+    assert "may be wrong: the real file's size is what the upstream now says, 102,403 bytes" in msg
+
+
+def test_resumed_file_whose_upstream_changed_length_is_refused_keeping_the_partial(
+    tmp_path, files, monkeypatch
+):
+    monkeypatch.setattr(transports, "RETRIES", 0)
+    files.cut(CUT)
+    with pytest.raises(StageError, match="bytes received are kept"):
+        coco(tmp_path, files, size=len(DATA))
+    (files.root / "zips/train2017.zip").write_bytes(DATA + b"more")
+    with pytest.raises(transports.NotPinned) as err:
+        coco(tmp_path, files, size=len(DATA))
+    assert "now has 102,407 bytes" in str(err.value)
+    assert "The 40,000 bytes kept in" in str(err.value)
+    assert part_of(tmp_path, "coco", "train2017.zip").read_bytes() == DATA[:CUT]
+    assert files.seen[-1].range_start == CUT  # If-Range made the server answer it whole
+
+
+def test_hf_sha256_or_size_not_the_pinned_one_is_refused_before_the_transfer(tmp_path, hub):
+    commit = hub.publish("Lin-Chen/Open-LLaVA-NeXT-mix1M", {"mix1M.json": DATA})
+    other = hashlib.sha256(b"another file").hexdigest()
+    with pytest.raises(transports.NotPinned) as err:
+        mix1m(tmp_path, revision=commit, sha256=other, known={"sha256": "mirror"})
+    msg = str(err.value)
+    assert f"file mix1M.json at commit {commit} now has sha256 {SHA}" in msg
+    assert f"pins sha256 {other} (sources.mix1m.full.sha256)" in msg
+    assert "nothing was downloaded" in msg and "The pinned sha256 comes from a mirror" in msg
+    assert f"the real file's sha256 is what the upstream now says, sha256 {SHA}" in msg
+
+    with pytest.raises(transports.NotPinned, match=r"now has 102,403 bytes .*pins 5 bytes"):
+        mix1m(tmp_path, revision=commit, size=5)
+    assert hub.cdn.seen == [] and files_under(tmp_path / "downloads") == []
+    assert {s.method for s in hub.seen} == {"HEAD"}
+
+
+# ---- a Hub revision found by content --------------------------------------------------------
+
+V1, V2, V3 = DATA, DATA[::-1], DATA[1:] + b"!"
+
+
+def three_versions(hub) -> list[str]:
+    """Three commits of mix1M.json with different contents, then one of another file."""
+    repo = "Lin-Chen/Open-LLaVA-NeXT-mix1M"
+    commits = [
+        hub.publish(repo, {"mix1M.json": v}, title=f"v{n}") for n, v in enumerate([V1, V2, V3], 1)
+    ]
+    commits.append(hub.publish(repo, {"README.md": b"# mix1M\n"}, lfs=False, title="readme"))
+    hub.commits_per_page = 2  # the listing comes in pages, as the Hub paginates it
+    return commits
+
+
+ONE_LINE_REGISTRY = (  # the registry's one line per origin, where a fetch fills the nulls
+    "sources:\n  mix1m:\n    file: mix1M.json\n    full: {{hf: {{repo: "
+    "Lin-Chen/Open-LLaVA-NeXT-mix1M, path: mix1M.json, revision: null}}, size: null, "
+    "sha256: {sha}}}\n"
+)
+
+
+def test_hf_unpinned_revision_is_found_by_the_pinned_sha256_and_pinned(tmp_path, hub, capsys):
+    c1, c2, c3, readme = three_versions(hub)
+    registry = tmp_path / "sources.yaml"
+    registry.write_text(ONE_LINE_REGISTRY.format(sha=hashlib.sha256(V1).hexdigest()))
+    origin = Origin.parse("mix1m", yaml.safe_load(registry.read_text())["sources"]["mix1m"], "full")
+    final = fetch(origin, tmp_path / "out", tmp_path / "partial", None, registry)
+    assert final.read_bytes() == V1
+    assert f"revision: {c1}}}" in registry.read_text()
+    asked = [s.path.rsplit("/", 1)[-1] for s in hub.seen if "/paths-info/" in s.path]
+    assert asked == [readme, c2, c1]  # c3 is skipped: the readme commit did not change the file
+    assert f"commit {c1} has it and is used" in capsys.readouterr().err
+    resolve = [s.path for s in hub.seen if s.path.startswith("/datasets/") and s.method == "GET"]
+    assert resolve == [f"/datasets/Lin-Chen/Open-LLaVA-NeXT-mix1M/resolve/{c1}/mix1M.json"]
+
+
+def test_hf_no_commit_with_the_pinned_sha256_lists_what_was_seen(tmp_path, hub):
+    c1, c2, c3, readme = three_versions(hub)
+    wanted = hashlib.sha256(b"never published").hexdigest()
+    with pytest.raises(transports.NoSuchContent) as err:
+        mix1m(tmp_path, sha256=wanted)
+    msg = str(err.value)
+    assert f"pinned sha256 {wanted}" in msg and "nothing was downloaded" in msg
+    for commit, data in [(readme, V3), (c2, V2), (c1, V1)]:
+        assert f"{commit} (sha256 {hashlib.sha256(data).hexdigest()})" in msg
+    assert [c for c, _ in err.value.tried] == [readme, c2, c1]
+    assert hub.cdn.seen == [] and files_under(tmp_path / "downloads") == []
+
+
+def test_hf_head_already_holding_the_pinned_sha256_needs_no_history(tmp_path, hub, capsys):
+    *_, readme = three_versions(hub)
+    assert mix1m(tmp_path, sha256=hashlib.sha256(V3).hexdigest()).read_bytes() == V3
+    assert not [s for s in hub.seen if s.path.startswith("/api/")]
+    assert f"hf.revision: {readme}" in capsys.readouterr().err
