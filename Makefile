@@ -8,8 +8,11 @@ export PYTHONPATH := $(CURDIR)
 VERIFY := --registry sources.yaml --manifests manifests --data-root data --lock dvc.lock
 PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads --data-root data \
 	--local-copies sources.local.yaml
+UPSTREAM := --registry sources.yaml --profile full --local-copies sources.local.yaml \
+	--mirrors mirrors.local.yaml
+PROFILE = $(shell $(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
 
-.PHONY: env repro sources test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
+.PHONY: env repro sources check-upstream test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -25,12 +28,17 @@ $(VENV)/.installed: requirements.lock
 ## quick check has marked any damaged image tree for rebuilding.
 repro: env
 	$(BIN)/python -m stages.preflight $(PREFLIGHT) --check-space
+	@if [ "$(PROFILE)" = full ]; then $(BIN)/python -m stages.check_upstream $(UPSTREAM); fi
 	$(BIN)/python -m stages.verify $(VERIFY) --quick --repair
 	$(BIN)/dvc repro
 
 ## What every source needs: size, licence, present or not, manual steps, disk.
 sources: env
 	$(BIN)/python -m stages.preflight $(PREFLIGHT)
+
+## Ask every full-profile source, downloading nothing, whether it is there and the same file.
+check-upstream: env
+	$(BIN)/python -m stages.check_upstream $(UPSTREAM)
 
 ## Run the test suite (lint first: it takes a second).
 test: env lint

@@ -597,11 +597,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, type=Path, help="folder that receives the file")
     ap.add_argument("--partial", required=True, type=Path, help="where partial downloads live")
     ap.add_argument("--local-copies", type=Path, help="YAML: source name -> existing file")
+    ap.add_argument(
+        "--mirrors", type=Path, help="YAML (per machine): URL prefix -> the base to use instead"
+    )
     args = ap.parse_args(argv)
 
     entry = load_params(args.registry, f"sources.{args.source}")
     origin = Origin.parse(args.source, entry, args.profile)
     local = local_copy_for(args.source, args.local_copies)
+    transports.use_mirrors(args.mirrors)
     fetch(origin, args.out, args.partial, local, Path(args.registry))
 
 

@@ -1,0 +1,202 @@
+"""The full profile rehearsed: the committed registry, every entry as it is, on loopback.
+
+The stand-ins (a Hugging Face Hub, an HTTP server, a Google Drive) serve the miniature's
+bytes under the real repository names, paths, revisions, URLs and Drive ids of every
+`full` origin; they are reached as a lab behind a mirror would reach them (HF_ENDPOINT,
+and a mirrors.local.yaml rewriting the real URL prefixes). Only the sizes and checksums
+of the test's copy of sources.yaml are swapped for the miniature's, and the manual
+sources are given as local copies. `dvc repro` with `profile: full` must then build the
+whole layout and the mixture, byte for byte those of the miniature, through the real
+transports: every full entry routes, resolves and extracts. The same stand-ins then play
+a gone file, a changed file, a gated repository and a Drive quota for check_upstream.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from tests.dvcrepo import clone, dvc, run, tree_digest
+from tests.servers import DriveServer, FileServer, HubServer
+
+LATER_ALLAVA = "miniature/upstream/hf-revisions"
+CHECK = [
+    "python",
+    "-m",
+    "stages.check_upstream",
+    "--registry",
+    "sources.yaml",
+    "--profile",
+    "full",
+    "--local-copies",
+    "sources.local.yaml",
+    "--mirrors",
+    "mirrors.local.yaml",
+]
+
+
+def swap_pins(text: str, name: str, size: int, sha256: str) -> str:
+    """`text` with the `full` line of source `name` held to the miniature's bytes instead."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.rstrip() == f"  {name}:")
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith("    full: {"):
+            line = re.sub(r"\bmd5: [0-9a-f]{32}, ?", "", lines[i])
+            line = re.sub(r"\bsize: (?:\d+|null)", f"size: {size}", line)
+            line = re.sub(r"\bsha256: (?:[0-9a-f]{64}|null)", f"sha256: {sha256}", line)
+            if "sha256:" not in line:
+                line = line.replace(f"size: {size}", f"size: {size}, sha256: {sha256}")
+            lines[i] = line
+            return "".join(lines)
+    raise AssertionError(f"no full line for {name}")
+
+
+def later_versions(root: Path) -> dict[str, bytes]:
+    """repo/path -> bytes of the later upstream versions the miniature carries."""
+    base = root / LATER_ALLAVA
+    out = {}
+    for path in sorted(base.rglob("*")) if base.is_dir() else []:
+        if path.is_file():
+            owner, repo, _commit, *rel = path.relative_to(base).parts
+            out[f"{owner}/{repo}:{'/'.join(rel)}"] = path.read_bytes()
+    return out
+
+
+class Upstream:
+    """The loopback stand-ins, filled from the registry's full origins and the miniature."""
+
+    def __init__(self, repo: Path, work: Path):
+        self.hub, self.http, self.drive = HubServer(), FileServer(work / "http"), DriveServer()
+        self.repo, self.mirrors, self.local = repo, {}, {}
+        self.http_files: dict[str, Path] = {}
+
+    def start(self) -> Upstream:
+        for server in (self.hub, self.http, self.drive):
+            server.start()
+        return self
+
+    def stop(self) -> None:
+        for server in (self.hub, self.http, self.drive):
+            server.stop()
+
+    def fill(self, registry: dict) -> dict[str, str]:
+        """Serve every full origin; return the registry text with the miniature's pins."""
+        text = (self.repo / "sources.yaml").read_text(encoding="utf-8")
+        hub_files: dict[str, dict[str, bytes]] = {}
+        hub_revisions: dict[str, set[str | None]] = {}
+        for name, entry in registry["sources"].items():
+            data = (self.repo / entry["mini"]["local"]).read_bytes()
+            full = entry["full"]
+            text = swap_pins(text, name, len(data), entry["mini"]["sha256"])
+            if "hf" in full:
+                repo_id, path = full["hf"]["repo"], full["hf"]["path"]
+                hub_files.setdefault(repo_id, {})[path] = data
+                hub_revisions.setdefault(repo_id, set()).add(full["hf"].get("revision"))
+            elif "url" in full:
+                url = urlparse(full["url"])
+                target = Path(self.http.root) / url.netloc / url.path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                self.http_files[name] = target
+                self.mirrors[f"{url.scheme}://{url.netloc}/"] = f"{self.http.url}/{url.netloc}/"
+            elif "gdrive" in full:
+                self.drive.add(full["gdrive"]["id"], entry["file"], data, mode="confirm")
+            elif "manual" in full:
+                self.local[name] = str(self.repo / entry["mini"]["local"])
+        self.mirrors["https://drive.google.com/"] = f"{self.drive.url}/"
+        self.mirrors["https://www.googleapis.com/"] = f"{self.drive.url}/"
+        later = later_versions(self.repo)
+        for repo_id, files in sorted(hub_files.items()):
+            # every file at every revision the registry names; null revisions on the branch
+            for revision in sorted(r for r in hub_revisions[repo_id] if r):
+                self.hub.publish(repo_id, files, commit=revision)
+            self.hub.publish(repo_id, files)  # the commit an unpinned revision finds by content
+            newer = {k.split(":", 1)[1]: v for k, v in later.items() if k.startswith(repo_id + ":")}
+            if newer:  # the later version upstream now serves by default
+                self.hub.publish(repo_id, newer, title="a later version")
+        return text
+
+    def write_settings(self) -> None:
+        (self.repo / "mirrors.local.yaml").write_text(yaml.safe_dump(self.mirrors))
+        (self.repo / "sources.local.yaml").write_text(yaml.safe_dump(self.local))
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"HF_ENDPOINT": self.hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory, first_build):
+    work = tmp_path_factory.mktemp("rehearsal")
+    repo = clone(work / "repo")
+    registry = yaml.safe_load((repo / "sources.yaml").read_text(encoding="utf-8"))
+    upstream = Upstream(repo, work).start()
+    try:
+        (repo / "sources.yaml").write_text(upstream.fill(registry), encoding="utf-8")
+        upstream.write_settings()
+        params = repo / "params.yaml"
+        params.write_text(params.read_text().replace("profile: mini", "profile: full", 1))
+        for served in ("http", "hf"):  # only the stand-ins have these files now
+            shutil.rmtree(repo / "miniature/upstream" / served)
+        build = dvc("repro", cwd=repo, extra_env=upstream.env)
+        yield repo, upstream, build, registry, first_build
+    finally:
+        upstream.stop()
+
+
+def test_the_full_registry_builds_the_layout_and_mixture_through_the_real_transports(rehearsal):
+    repo, upstream, build, registry, mini = rehearsal
+    for folder in ("data", "manifests", "reports"):
+        assert tree_digest(repo / folder) == tree_digest(mini / folder), folder
+    assert (repo / "metrics/mix.json").read_bytes() == (mini / "metrics/mix.json").read_bytes()
+    for name, entry in registry["sources"].items():
+        assert f"Running stage 'fetch@{name}'" in build.stdout
+        assert (repo / "downloads" / name / entry["file"]).is_file()
+    # every request reached a stand-in: the Hub, the mirrored HTTP hosts, Drive
+    assert upstream.hub.seen and upstream.http.seen and upstream.drive.seen
+
+
+def test_a_revision_known_only_by_content_is_found_and_pinned(rehearsal):
+    repo, _, build, registry, _ = rehearsal
+    pinned = yaml.safe_load((repo / "sources.yaml").read_text(encoding="utf-8"))
+    for name, entry in registry["sources"].items():
+        hf = entry["full"].get("hf")
+        if hf and hf.get("revision") is None and entry["full"].get("sha256"):
+            revision = pinned["sources"][name]["full"]["hf"]["revision"]
+            assert re.fullmatch(r"[0-9a-f]{40}", revision), name
+
+
+def test_check_upstream_says_ok_for_every_source_of_the_rehearsal(rehearsal):
+    repo, upstream, *_ = rehearsal
+    proc = run(CHECK, repo, check=False, extra_env=upstream.env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines()[1:] if line.strip()]
+    assert rows and all(" ok " in f"{row} " for row in rows), proc.stdout
+
+
+def test_check_upstream_names_a_gone_a_changed_a_gated_and_a_quota_refused_source(rehearsal):
+    repo, upstream, _, registry, _ = rehearsal
+    sources = registry["sources"]
+    by_kind = {}
+    for name, entry in sources.items():
+        for kind in ("hf", "url", "gdrive"):
+            if kind in entry["full"]:
+                by_kind.setdefault(kind, []).append(name)
+    gone, changed = by_kind["url"][0], by_kind["url"][1]
+    upstream.http_files[gone].unlink()
+    upstream.http_files[changed].write_bytes(b"another file of another size")
+    gated = by_kind["hf"][0]
+    upstream.hub.gate(sources[gated]["full"]["hf"]["repo"], "a-token-nobody-has")
+    quota = by_kind["gdrive"][0]
+    name, data, _ = upstream.drive.files[sources[quota]["full"]["gdrive"]["id"]]
+    upstream.drive.files[sources[quota]["full"]["gdrive"]["id"]] = (name, data, "quota")
+    proc = run(CHECK, repo, check=False, extra_env=upstream.env)
+    assert proc.returncode == 1
+    status = {line.split()[0]: line for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert " gone " in status[gone] and " changed " in status[changed]
+    assert " gated " in status[gated] and " needs a manual step " in status[quota]
