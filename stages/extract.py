@@ -181,16 +181,19 @@ def top_folders(infos: list[zipfile.ZipInfo]) -> list[str]:
 def choose_prefix(label: str, spec: TreeSpec, infos: list[zipfile.ZipInfo]) -> str:
     """The first of the tree's candidate prefixes that the central directory has files under.
 
-    `*/` stands for the archive's single top-level folder, whatever its name; `""` for the
-    archive's root. When none matches, the archive's top folders are listed.
+    A leading `*/` stands for the archive's single top-level folder, whatever its name
+    (`*/` alone: that folder; `*/ai2d/images/`: that path under it); `""` for the root.
+    When none matches, the archive's top folders are listed.
     """
     files = [member_name(i) for i in infos if not i.is_dir()]
+    tops = {name.split("/", 1)[0] for name in files if "/" in name}
+    wrapper = tops.pop() + "/" if len(tops) == 1 and all("/" in n for n in files) else None
     for candidate in spec.candidates:
-        if candidate == "*/":
-            tops = {name.split("/", 1)[0] for name in files if "/" in name}
-            if len(tops) == 1 and all("/" in name for name in files):
-                return tops.pop() + "/"
-        elif any(name.startswith(candidate) for name in files):
+        if candidate.startswith("*/"):  # under the one top folder, whatever its name
+            if wrapper is None:
+                continue
+            candidate = wrapper + candidate[2:]
+        if any(name.startswith(candidate) for name in files):
             return candidate
     tried = ", ".join(repr(c) for c in spec.candidates)
     raise StageError(

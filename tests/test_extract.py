@@ -310,3 +310,11 @@ def test_known_damage_is_listed_in_the_manifest_and_counted_in_the_stamp(tmp_pat
     }
     assert record["damaged_files"] == 4
     assert [r[:2] for r in read_manifest(manifest)][0] == ("ds/images/empty.jpg", 0)
+
+
+def test_a_path_under_a_wrapper_folder_of_any_name(tmp_path):
+    tree = spec(**{"from": ["ai2d/images/", "*/ai2d/images/"]})
+    members = {"vqa_collection/ai2d/images/1.png": PNG, "vqa_collection/dvqa/images/2.png": PNG}
+    data, _, record = run(tmp_path, zip_bytes(members), tree)
+    assert record["from"] == "vqa_collection/ai2d/images/"
+    assert [p.name for p in (data / "ds/images").glob("*.png")] == ["1.png"]
