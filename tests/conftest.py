@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from tests.dvcrepo import clone, dvc
+from tests.servers import SAMPLE, FileServer, HubServer
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,21 @@ def built_copy(first_build, tmp_path_factory):
     dest = tmp_path_factory.mktemp("built") / "repo"
     shutil.copytree(first_build, dest, symlinks=True)
     return dest
+
+
+@pytest.fixture
+def files(tmp_path):
+    """An HTTP stand-in serving SAMPLE at /zips/train2017.zip."""
+    root = tmp_path / "www"
+    (root / "zips").mkdir(parents=True)
+    (root / "zips/train2017.zip").write_bytes(SAMPLE)
+    with FileServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A Hugging Face Hub stand-in, which huggingface_hub reaches through HF_ENDPOINT."""
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server

@@ -39,6 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+# The file the shared `files` stand-in serves at /zips/train2017.zip (tests/conftest.py).
+SAMPLE = bytes(range(256)) * 400 + b"end"
+
 
 @dataclass(frozen=True)
 class Seen:

@@ -20,9 +20,9 @@ import yaml
 from stages import check_upstream, transports
 from stages.check_upstream import Probe, Row, judge, table
 from stages.fetch import Origin
-from tests.servers import DriveServer, FileServer, HubServer, service_account
+from tests.servers import SAMPLE, DriveServer, FileServer, service_account
 
-DATA = bytes(range(256)) * 400 + b"end"  # 102,403 bytes
+DATA = SAMPLE  # 102,403 bytes, the file the `files` and `hub` stand-ins serve
 SHA = hashlib.sha256(DATA).hexdigest()
 MD5 = hashlib.md5(DATA).hexdigest()
 OTHER_SHA = hashlib.sha256(b"some other file").hexdigest()
@@ -41,22 +41,6 @@ def quick(monkeypatch):
     monkeypatch.delenv(transports.GDRIVE_CREDENTIALS_ENV, raising=False)
     yield
     transports.use_mirrors(None)
-
-
-@pytest.fixture
-def files(tmp_path):
-    root = tmp_path / "www"
-    (root / "zips").mkdir(parents=True)
-    (root / "zips/train2017.zip").write_bytes(DATA)
-    with FileServer(root) as server:
-        yield server
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
 
 
 @pytest.fixture

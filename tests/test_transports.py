@@ -20,10 +20,10 @@ import yaml
 from stages import transports
 from stages.common import StageError
 from stages.fetch import Origin, fetch
-from tests.servers import DriveServer, FileServer, HubServer, service_account
+from tests.servers import SAMPLE, DriveServer, HubServer, service_account
 from tests.zips import stored_zip
 
-DATA = bytes(range(256)) * 400 + b"end"  # 102,403 bytes
+DATA = SAMPLE  # 102,403 bytes, the file the `files` and `hub` stand-ins serve
 SHA = hashlib.sha256(DATA).hexdigest()
 CUT = 40_000
 TOKEN = "hf_not_a_real_token_0123456789"
@@ -38,22 +38,6 @@ def quick_retries(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     yield
     transports.use_mirrors(None)
-
-
-@pytest.fixture
-def files(tmp_path):
-    root = tmp_path / "www"
-    (root / "zips").mkdir(parents=True)
-    (root / "zips/train2017.zip").write_bytes(DATA)
-    with FileServer(root) as server:
-        yield server
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
 
 
 @pytest.fixture
