@@ -252,3 +252,55 @@ def emission_order(mult: Sequence[int] | np.ndarray) -> np.ndarray:
     top = int(mult.max()) if mult.size else 0
     passes = [np.flatnonzero(mult > p) for p in range(top)]
     return np.concatenate(passes).astype(np.int64) if passes else np.zeros(0, np.int64)
+
+
+# ---- LLaVA-NeXT sampling strategies ----------------------------------------------------
+
+STRATEGIES = ("all", "first", "end", "random")
+
+
+def parse_strategy(text: object, where: str = "sampling_strategy") -> tuple[str, int | None, bool]:
+    """(kind, N, N is a percentage) of a LLaVA-NeXT `sampling_strategy`, checked.
+
+    `all`, `first:N`, `end:N` or `random:N`, N a count or an integer percentage `P%`,
+    as LLaVA-NeXT's train.py reads them. `end:0` is refused: there it takes every record
+    (`records[-0:]`), surely not what was meant.
+    """
+    if not isinstance(text, str):
+        raise StageError(f"{where}: {text!r} is not a strategy (all, first:N, end:N, random:N)")
+    kind, colon, number = text.partition(":")
+    if kind not in STRATEGIES or (kind == "all") == bool(colon):
+        raise StageError(
+            f"{where}: {text!r} is not one of all, first:N, end:N, random:N (N a count or P%)"
+        )
+    if kind == "all":
+        return kind, None, False
+    percent = number.endswith("%")
+    digits = number[:-1] if percent else number
+    if not digits.isdigit() or (percent and int(digits) > 100):
+        raise StageError(f"{where}: {text!r}: N must be a whole count, or a percentage 0% to 100%")
+    if kind == "end" and int(digits) == 0:
+        raise StageError(f"{where}: {text!r} would take every record in LLaVA-NeXT; use 0 weight")
+    return kind, int(digits), percent
+
+
+def sample(strategy: str, digests: np.ndarray, seed: int, where: str = "sampling_strategy"):
+    """The record numbers (in file order) a strategy keeps of records with these digests.
+
+    Counts follow LLaVA-NeXT (`P%` keeps ceil(P * n / 100)); `first` and `end` take the
+    leading or trailing records; `random` keeps those with the smallest draws of
+    (seed, record digest) (see `draws`), where LLaVA-NeXT shuffles with no seed: the same
+    records on every machine, and those of random:30% are among those of random:50%.
+    """
+    kind, number, percent = parse_strategy(strategy, where)
+    n = len(digests)
+    if kind == "all":
+        return np.arange(n, dtype=np.int64)
+    keep = min(n, math.ceil(number * n / 100) if percent else number)
+    if kind == "first":
+        return np.arange(keep, dtype=np.int64)
+    if kind == "end":
+        return np.arange(n - keep, n, dtype=np.int64)
+    u = draws(digests, seed) if n else np.zeros(0)
+    chosen = np.lexsort((np.arange(n), u))[:keep]  # by draw, ties by position
+    return np.sort(chosen).astype(np.int64)

@@ -17,6 +17,8 @@ from stages.mixcore import (
     draws,
     emission_order,
     multiplicity,
+    parse_strategy,
+    sample,
     validate_weights,
 )
 
@@ -268,3 +270,58 @@ def test_emission_order_is_passes_in_file_order():
     assert emission_order([]).tolist() == []
     with pytest.raises(ValueError):
         emission_order([1, -1])
+
+
+# ---- LLaVA-NeXT sampling strategies ------------------------------------------------------
+
+
+def records(n: int) -> np.ndarray:
+    return np.array([list(blake2b(str(i).encode(), digest_size=16).digest()) for i in range(n)],
+                    dtype=np.uint8)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("all", list(range(10))),
+        ("first:3", [0, 1, 2]),
+        ("end:3", [7, 8, 9]),
+        ("first:25%", [0, 1, 2]),  # ceil(25 * 10 / 100) = 3, as LLaVA-NeXT counts
+        ("end:1%", [9]),
+        ("first:50", list(range(10))),
+        ("first:0", []),
+    ],
+)
+def test_strategies_count_as_llava_next_does(strategy, expected):
+    assert sample(strategy, records(10), seed=0).tolist() == expected
+
+
+def test_random_is_seeded_stable_nested_and_in_file_order():
+    digests = records(1000)
+    thirty, fifty = sample("random:30%", digests, 7), sample("random:50%", digests, 7)
+    assert len(thirty) == 300 and len(fifty) == 500
+    assert set(thirty) <= set(fifty)
+    assert thirty.tolist() == sorted(thirty.tolist())
+    assert np.array_equal(thirty, sample("random:30%", digests.copy(), 7))
+    assert not np.array_equal(thirty, sample("random:30%", digests, 8))
+    # the draw belongs to the record: the same records are kept in another order
+    order = np.arange(1000)[::-1]
+    again = sample("random:30%", digests[order], 7)
+    assert sorted(order[again].tolist()) == thirty.tolist()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "match"),
+    [
+        ("some", "not one of"),
+        ("all:3", "not one of"),
+        ("first", "not one of"),
+        ("random:x", "whole count"),
+        ("first:150%", "0% to 100%"),
+        ("end:0", "every record in LLaVA-NeXT"),
+        (3, "not a strategy"),
+    ],
+)
+def test_bad_strategies_are_refused_naming_the_key(strategy, match):
+    with pytest.raises(StageError, match=match):
+        parse_strategy(strategy, "mixtures.mine.llava")
