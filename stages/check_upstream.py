@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlencode, urlparse
 
-import yaml
-
 from stages import transports
 from stages.common import StageError, load_params, run_main
 from stages.fetch import Origin
+from stages.fetch import local_copies as local_copies_of
 
 STATUSES = ("ok", "changed", "gone", "gated", "needs a manual step", "unreachable")
 # What a probe found -> the status it gives (a "found" file is ok or changed).
@@ -205,11 +204,11 @@ class Down(dict):
         self[urlparse(url).netloc] = why
 
 
-def probe(origin: Origin, local_copy: str | None, down: Down | None = None) -> Probe:
+def probe(origin: Origin, local_copy: Path | None, down: Down | None = None) -> Probe:
     """Ask the upstream of one source (or the local copy that replaces it)."""
     down = Down() if down is None else down
     if local_copy is not None:
-        return probe_local(Path(os.path.expanduser(local_copy)), listed=True, origin=origin)
+        return probe_local(local_copy, listed=True, origin=origin)
     kind, spec = origin.kind, origin.spec
     try:
         if kind == "local":
@@ -449,18 +448,6 @@ def _drive_public(file_id: str, session, asked: str, down: Down) -> Probe:
 # ---- the command -------------------------------------------------------------------------
 
 
-def load_local_copies(path: Path | None) -> dict[str, str]:
-    if path is None or not path.exists():
-        return {}
-    try:
-        table_ = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise StageError(f"{path} cannot be read as YAML ({err}); fix it") from None
-    if not isinstance(table_, dict):
-        raise StageError(f"{path} must map source names to paths, e.g. `webdata: /data/W.zip`")
-    return {str(k): str(v) for k, v in table_.items()}
-
-
 def check(
     registry: Path, profile: str, local_copies: Path | None, only: list[str] | None = None
 ) -> list[Row]:
@@ -474,7 +461,7 @@ def check(
         for name, entry in sources.items()
         if not only or name in only
     ]
-    copies = load_local_copies(local_copies)
+    copies = local_copies_of(local_copies)
     down = Down()
     return [judge(origin, probe(origin, copies.get(origin.name), down)) for origin in origins]
 

@@ -572,15 +572,24 @@ def learned_facts(origin: Origin, size: int, seen: dict, announced: dict) -> dic
     return learned
 
 
+def local_copies(overrides: Path | None) -> dict[str, Path]:
+    """Source name -> the copy listed in the (uncommitted) overrides file, `~` expanded."""
+    if overrides is None or not overrides.exists():
+        return {}
+    try:
+        table = yaml.safe_load(overrides.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise StageError(f"{overrides} cannot be read as YAML ({err}); fix it") from None
+    if not isinstance(table, dict):
+        raise StageError(f"{overrides} must map source names to paths, e.g. `webdata: /data/W.zip`")
+    return {str(k): Path(os.path.expanduser(str(v))) for k, v in table.items()}
+
+
 def local_copy_for(name: str, overrides: Path | None) -> Path | None:
     """The path of an existing copy of `name` listed in the (uncommitted) overrides file."""
-    if overrides is None or not overrides.exists():
+    path = local_copies(overrides).get(name)
+    if path is None:
         return None
-    with open(overrides, encoding="utf-8") as fh:
-        table = yaml.safe_load(fh) or {}
-    if name not in table:
-        return None
-    path = Path(os.path.expanduser(str(table[name])))
     if not path.is_file():
         raise StageError(
             f"source {name!r}: {overrides} points at {path}, which is not a file; fix that "
