@@ -27,18 +27,18 @@ $(VENV)/.installed: requirements.lock
 ## after the preflight has checked that the disk can hold what will arrive and a
 ## quick check has marked any damaged image tree for rebuilding.
 repro: env
-	$(BIN)/python -m stages.preflight $(PREFLIGHT) --check-space
-	@if [ "$(PROFILE)" = full ]; then $(BIN)/python -m stages.check_upstream $(UPSTREAM); fi
-	$(BIN)/python -m stages.verify $(VERIFY) --quick --repair
+	$(BIN)/python -m llava_data.preflight $(PREFLIGHT) --check-space
+	@if [ "$(PROFILE)" = full ]; then $(BIN)/python -m llava_data.check_upstream $(UPSTREAM); fi
+	$(BIN)/python -m llava_data.verify $(VERIFY) --quick --repair
 	$(BIN)/dvc repro
 
 ## What every source needs: size, licence, present or not, manual steps, disk.
 sources: env
-	$(BIN)/python -m stages.preflight $(PREFLIGHT)
+	$(BIN)/python -m llava_data.preflight $(PREFLIGHT)
 
 ## Ask every full-profile source, downloading nothing, whether it is there and the same file.
 check-upstream: env
-	$(BIN)/python -m stages.check_upstream $(UPSTREAM)
+	$(BIN)/python -m llava_data.check_upstream $(UPSTREAM)
 
 ## Run the test suite (lint first: it takes a second).
 test: env lint
@@ -50,7 +50,7 @@ lint: env
 
 ## Check every extracted tree against its manifest (sizes; CRCs with ARGS=--crc).
 verify: env
-	$(BIN)/python -m stages.verify $(VERIFY) $(ARGS)
+	$(BIN)/python -m llava_data.verify $(VERIFY) $(ARGS)
 
 ## Regenerate the embedded miniature and its checksums in sources.yaml.
 miniature: env

@@ -4,8 +4,8 @@ Writes, under `--workdir` (a temporary folder by default, removed unless `--keep
 synthetic layout: `--files` empty files spread over folders shaped like the real
 trees (a few huge flat folders such as coco/train2017, many small ones such as the
 558K pretraining images), and `--images` small real JPEG/PNG files. Then times
-`stages.validate.missing_images` on `--paths` referenced paths (the files plus a few
-missing ones, repeated as records repeat images) and `stages.validate.image_problems`
+`llava_data.validate.missing_images` on `--paths` referenced paths (the files plus a few
+missing ones, repeated as records repeat images) and `llava_data.validate.image_problems`
 on the real images with 1 and 2 processes, each next to the straightforward version
 (`os.path.exists` per path; `PIL.Image.open(...).load()` per image). Prints a Markdown
 table on stdout; progress notes on stderr.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from stages.validate import image_problems, missing_images
+from llava_data.validate import image_problems, missing_images
 
 # (folder, files) shaped like the real layout: a few big flat folders, many small ones.
 FLAT = [

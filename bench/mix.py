@@ -15,8 +15,8 @@ from a fixed seed, without the clock:
 Then it runs two jobs, each in a fresh subprocess so that its peak memory is its own
 (the lean one `--repeat` times, reporting the median run, as the machine may be shared):
 
-- lean: `stages.jsonscan.scan_many` of the three files with digests (this process scans
-  mix1M, a second one the two upstream files), `stages.mixcore.assign_components`,
+- lean: `llava_data.jsonscan.scan_many` of the three files with digests (this process scans
+  mix1M, a second one the two upstream files), `llava_data.mixcore.assign_components`,
   `compare` of the ShareGPT4V and ALLaVA components with their upstream files,
   `multiplicity` + `emission_order` with every weight 1 and with allava 0, and
   `write_array` (2 processes) of the all-ones mixture (1M records);
@@ -416,8 +416,8 @@ def _component_of(spec) -> str:
 
 
 def job_lean(paths: dict[str, Path], out: Path) -> dict:
-    """Split, compare and mix with stages.jsonscan and stages.mixcore."""
-    from stages import jsonscan, mixcore
+    """Split, compare and mix with llava_data.jsonscan and llava_data.mixcore."""
+    from llava_data import jsonscan, mixcore
 
     times = {}
     t0 = time.perf_counter()
@@ -508,7 +508,7 @@ def job_naive(paths: dict[str, Path], out: Path) -> dict:
 def output_digest(path: Path) -> str:
     """sha256 over the output's records in canonical form (compact, file order).
 
-    It parses the whole file with orjson, independently of stages.jsonscan.
+    It parses the whole file with orjson, independently of llava_data.jsonscan.
     """
     h = hashlib.sha256()
     records = orjson.loads(path.read_bytes())

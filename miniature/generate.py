@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from stages.common import StageError
-from stages.extract import TreeSpec, choose_prefix, select_members
+from llava_data.common import StageError
+from llava_data.layout import TreeSpec, choose_prefix, select_members
 
 MINI_PREFIX = "miniature/upstream/"
 IMAGE_TOKEN = "<image>"

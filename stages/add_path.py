@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages import jsonscan
-from stages.common import StageError, run_main
+from llava_data import jsonscan
+from llava_data.common import StageError, run_main
 
 
 def with_prefix(record: dict, prefix: str) -> dict:

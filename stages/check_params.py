@@ -17,12 +17,12 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import StageError, run_main, write_json
-from stages.extract import TreeSpec, parse_max_ratio, unsafe_parts
-from stages.fetch import Origin
+from llava_data.common import StageError, run_main, write_json
+from llava_data.layout import TreeSpec, parse_max_ratio, unsafe_parts
+from llava_data.origins import Origin
+from llava_data.validate import ValidationParams
 from stages.mix import MixParams
 from stages.split import SplitParams
-from stages.validate import ValidationParams
 
 PARAMS = ("profile", "extract", "validate", "split", "mix")
 REGISTRY = ("sources", "layout")

@@ -17,9 +17,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from stages.common import atomic_path, load_params, run_main, write_json
-from stages.fetch import Origin
-from stages.verify import read_manifest
+from llava_data.common import atomic_path, load_params, run_main, write_json
+from llava_data.origins import Origin
+from llava_data.verify import read_manifest
 
 MISSING = ("image_missing", "image_name_unicode_form")
 UNREADABLE = ("image_unreadable", "image_truncated", "image_undecodable")

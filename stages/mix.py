@@ -19,11 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import jsonscan, mixcore
-from stages.common import StageError, atomic_path, load_params, only_file, run_main, write_json
-from stages.prepare import iter_records, write_report
+from llava_data import jsonscan, mixcore
+from llava_data.common import (
+    StageError,
+    atomic_path,
+    load_params,
+    only_file,
+    run_main,
+    write_json,
+    write_report,
+)
+from llava_data.jsonscan import iter_records
+from llava_data.validate import ValidationParams, count_reasons, enforce, record_problems
 from stages.split import SplitParams, load_index
-from stages.validate import ValidationParams, count_reasons, enforce, record_problems
 
 
 @dataclass(frozen=True)

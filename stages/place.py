@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common import atomic_path, only_file, run_main
+from llava_data.common import atomic_path, only_file, run_main
 
 
 def place(src: Path, dest: Path) -> None:

@@ -10,36 +10,23 @@ metrics file of counts.
 from __future__ import annotations
 
 import argparse
-import mmap
 import sys
 from pathlib import Path
 
-import orjson
-
-from stages import jsonscan
-from stages.common import atomic_path, load_params, only_file, run_main, write_json
-from stages.validate import (
+from llava_data import jsonscan
+from llava_data.common import (
+    load_params,
+    only_file,
+    run_main,
+    write_json,
+    write_report,
+)
+from llava_data.validate import (
     ValidationParams,
     count_reasons,
     enforce,
     record_problems,
 )
-
-
-def iter_records(index: jsonscan.RecordIndex, order):
-    """(record number, parsed record) in `order`, read from the index's file."""
-    with open(index.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        for n in order:
-            start = int(index.offsets[n])
-            yield n, orjson.loads(mm[start : start + int(index.lengths[n])])
-
-
-def write_report(path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    """A TSV report with a header line; rows as given (callers sort them)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\t".join(header) + "\n")
-        for row in rows:
-            fh.write("\t".join(row) + "\n")
 
 
 def main(argv=None) -> None:
@@ -57,7 +44,7 @@ def main(argv=None) -> None:
     src = only_file(args.source)
     index = jsonscan.scan(src)
     problems = record_problems(
-        iter_records(index, range(len(index))), args.images, args.data_root, vparams
+        jsonscan.iter_records(index, range(len(index))), args.images, args.data_root, vparams
     )
     drop = enforce(str(src), problems, index.ids, vparams.policy)
     kept = [n for n in range(len(index)) if n not in drop]

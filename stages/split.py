@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import jsonscan, mixcore
-from stages.common import StageError, atomic_path, load_params, only_file, run_main, write_json
+from llava_data import jsonscan, mixcore
+from llava_data.common import StageError, atomic_path, load_params, only_file, run_main, write_json
 
 
 @dataclass(frozen=True)

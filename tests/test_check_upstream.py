@@ -1,4 +1,4 @@
-"""`stages.check_upstream` against loopback stand-ins: every status, the exit code, no body.
+"""`llava_data.check_upstream` against loopback stand-ins: every status, the exit code, no body.
 
 The Hub stand-in is reached through HF_ENDPOINT, HTTP and Drive through the real URLs
 rewritten by a mirrors file (as a lab behind a proxy would), except where a test points
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import check_upstream, transports
-from stages.check_upstream import Probe, Row, judge, table
-from stages.fetch import Origin
+from llava_data import check_upstream, transports
+from llava_data.check_upstream import Probe, Row, judge, table
+from llava_data.origins import Origin
 from tests.servers import SAMPLE, DriveServer, FileServer, service_account
 
 DATA = SAMPLE  # 102,403 bytes, the file the `files` and `hub` stand-ins serve
@@ -386,7 +386,7 @@ def run_cli(tmp_path: Path, reg: Path, copies: Path, mirrors_file: Path, env: di
     argv += ["--mirrors", mirrors_file]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env}
     return subprocess.run(
-        [sys.executable, "-m", "stages.check_upstream", *map(str, argv)],
+        [sys.executable, "-m", "llava_data.check_upstream", *map(str, argv)],
         env={k: str(v) for k, v in env.items()},
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from stages.common import StageError, atomic_path, run_main, stale_temporaries
+from llava_data.common import StageError, atomic_path, run_main, stale_temporaries
 from tests.dvcrepo import ROOT
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.common import StageError
-from stages.extract import STAMP_NAME, TreeSpec, decode_escapes, extract_tree
-from stages.verify import check_tree, read_manifest
+from llava_data.common import StageError
+from llava_data.layout import STAMP_NAME, TreeSpec, decode_escapes
+from llava_data.verify import check_tree, read_manifest
+from stages.extract import extract_tree
 from tests.zips import corrupt_member_data, stored_zip, zip_bytes
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import StageError
-from stages.fetch import Origin, content_kind, fetch, local_copy_for, main, needs_wholeness_check
+from llava_data.common import StageError
+from llava_data.origins import Origin, local_copy_for
+from stages.fetch import content_kind, fetch, main, needs_wholeness_check
 from tests.zips import corrupt_member_data, stored_zip, zip_bytes
 
 PAYLOAD = b"llava" * 1000

@@ -1,4 +1,4 @@
-"""Behaviour of stages.jsonscan: indexing, canonical forms, writing, malformed files."""
+"""Behaviour of llava_data.jsonscan: indexing, canonical forms, writing, malformed files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common import StageError
-from stages.jsonscan import INVALID_IMAGE, canonical, scan, scan_many, write_array
+from llava_data.common import StageError
+from llava_data.jsonscan import INVALID_IMAGE, canonical, scan, scan_many, write_array
 
 TRICKY = [
     {
@@ -168,7 +168,7 @@ def test_write_array_in_batches_and_processes_matches_one_pass(tmp_path, monkeyp
     index = scan(path, digests=True, chunk_size=300)
     order = np.r_[np.arange(0, 400, 3), np.arange(400)[::-1], [5, 5, 5], np.arange(50, 400)]
     expected = expected_output([records[i] for i in order])
-    monkeypatch.setattr("stages.jsonscan.WRITE_BATCH_BYTES", 500)
+    monkeypatch.setattr("llava_data.jsonscan.WRITE_BATCH_BYTES", 500)
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}.json"
         write_array(index, order, out, workers=workers)

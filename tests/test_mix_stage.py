@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from stages.common import StageError
+from llava_data.common import StageError
 from stages.mix import MixParams, composition
 from stages.split import save_npz
 

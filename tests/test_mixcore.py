@@ -1,4 +1,4 @@
-"""Behaviour of stages.mixcore: components, multiset compare, weights, multiplicity, order."""
+"""Behaviour of llava_data.mixcore: components, multiset compare, weights, multiplicity, order."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hashlib import blake2b
 import numpy as np
 import pytest
 
-from stages.common import StageError
-from stages.jsonscan import INVALID_IMAGE
-from stages.mixcore import (
+from llava_data.common import StageError
+from llava_data.jsonscan import INVALID_IMAGE
+from llava_data.mixcore import (
     UnknownPrefixError,
     assign_components,
     compare,

@@ -84,7 +84,7 @@ def test_damaged_tree_is_named_by_verify_and_repaired(built):
     verify = [
         "python",
         "-m",
-        "stages.verify",
+        "llava_data.verify",
         "--registry",
         "sources.yaml",
         "--manifests",

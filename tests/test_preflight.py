@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages.common import StageError
-from stages.preflight import main
-from stages.registry import fill_nulls
+from llava_data.common import StageError
+from llava_data.preflight import main
+from llava_data.registry import fill_nulls
 
 PB = 10**15
 

@@ -28,7 +28,7 @@ LATER_ALLAVA = "miniature/upstream/hf-revisions"
 CHECK = [
     "python",
     "-m",
-    "stages.check_upstream",
+    "llava_data.check_upstream",
     "--registry",
     "sources.yaml",
     "--profile",

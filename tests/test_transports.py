@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import transports
-from stages.common import StageError
-from stages.fetch import Origin, fetch
+from llava_data import transports
+from llava_data.common import StageError
+from llava_data.origins import Origin
+from stages.fetch import fetch
 from tests.servers import SAMPLE, DriveServer, HubServer, service_account
 from tests.zips import stored_zip
 

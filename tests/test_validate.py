@@ -9,8 +9,8 @@ import unicodedata
 import pytest
 from PIL import Image
 
-from stages.common import StageError
-from stages.validate import (
+from llava_data.common import StageError
+from llava_data.validate import (
     REASONS,
     ValidationParams,
     count_reasons,

@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 import yaml
 
-from stages.common import CHUNK, StageError, progress
+from llava_data.common import CHUNK, StageError, progress
 
 # Consecutive failed attempts allowed before giving up (an attempt that brings
 # bytes resets the count), and the exponential backoff between them. Tests

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import StageError, load_params, run_main
-from stages.extract import STAMP_NAME
-from stages.fetch import Origin, local_copy_for
+from llava_data.common import StageError, load_params, run_main
+from llava_data.layout import STAMP_NAME
+from llava_data.origins import Origin, local_copy_for
 
 GB = 1e9
 

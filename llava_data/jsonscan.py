@@ -22,7 +22,7 @@ always with `digests=True`; otherwise only for the records whose `id`/`image` th
 reader cannot take from their first bytes, and later in `write_array`. Every failure is a
 `StageError` naming the file and the byte offset, and saying how to download it again.
 What a record holds is not checked here: a record with an odd `id` or `image` is indexed
-like any other (`stages.validate` reports it).
+like any other (`llava_data.validate` reports it).
 
 Speed notes (2-core VM, 1.64 GB file of 1M records): the numpy structure scan runs at about
 1 GB/s; with digests, parsing, re-serialising and hashing each record costs ~4.5 us, which
@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import mmap
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stages.common import StageError, atomic_path
+from llava_data.common import StageError, atomic_path
 
 CHUNK_SIZE = 2 << 20  # fits in cache: the numpy passes over a chunk then cost little
 WRITE_BATCH_BYTES = 16 << 20
@@ -805,3 +806,11 @@ def write_array(
         finally:
             os.close(fd)
     return int(order.size)
+
+
+def iter_records(index: RecordIndex, order):
+    """(record number, parsed record) in `order`, read from the index's file."""
+    with open(index.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for n in order:
+            start = int(index.offsets[n])
+            yield n, orjson.loads(mm[start : start + int(index.lengths[n])])

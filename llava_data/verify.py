@@ -20,9 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import CHUNK, StageError, load_params, remove_path, run_main, stale_temporaries
-from stages.extract import STAMP_NAME
-from stages.validate import missing_images
+from llava_data.common import (
+    CHUNK,
+    StageError,
+    load_params,
+    remove_path,
+    run_main,
+    stale_temporaries,
+)
+from llava_data.layout import STAMP_NAME
+from llava_data.validate import missing_images
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common import StageError
+from llava_data.common import StageError
 
 IMAGE_TOKEN = "<image>"
 POLICIES = ("drop", "keep", "fail")

@@ -1,6 +1,6 @@
 """Pure functions that split, compare and re-mix an indexed annotation file (no I/O).
 
-They work on what `stages.jsonscan.scan` returns: the `image` of every record (None, a path,
+They work on what `llava_data.jsonscan.scan` returns: the `image` of every record (None, a path,
 a tuple of paths or INVALID_IMAGE), and the (n, 16) uint8 digests of their canonical forms.
 
 - `assign_components`: the component of each record, by the longest matching image prefix.
@@ -22,8 +22,8 @@ from numbers import Real
 
 import numpy as np
 
-from stages.common import StageError
-from stages.jsonscan import INVALID_IMAGE
+from llava_data.common import StageError
+from llava_data.jsonscan import INVALID_IMAGE
 
 EXAMPLES_PER_FOLDER = 3
 MAX_WEIGHT = 100  # a larger weight is surely a typo: 100 x 1M records is 160 GB of JSON

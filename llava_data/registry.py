@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stages.common import StageError, atomic_path
+from llava_data.common import StageError, atomic_path
 
 FIELDS = ("size", "sha256", "revision")
 

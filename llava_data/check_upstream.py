@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlencode, urlparse
 
-from stages import transports
-from stages.common import StageError, load_params, run_main
-from stages.fetch import Origin
-from stages.fetch import local_copies as local_copies_of
+from llava_data import transports
+from llava_data.common import StageError, load_params, run_main
+from llava_data.origins import Origin
+from llava_data.origins import local_copies as local_copies_of
 
 STATUSES = ("ok", "changed", "gone", "gated", "needs a manual step", "unreachable")
 # What a probe found -> the status it gives (a "found" file is ok or changed).

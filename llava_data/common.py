@@ -188,3 +188,11 @@ def progress(total: int | None, desc: str, unit: str = "B"):
         file=sys.stderr,
         leave=False,
     )
+
+
+def write_report(path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    """A TSV report with a header line; rows as given (callers sort them)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\t".join(header) + "\n")
+        for row in rows:
+            fh.write("\t".join(row) + "\n")

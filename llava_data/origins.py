@@ -1,0 +1,151 @@
+"""Where each source comes from in a profile (`sources.<name>.<profile>` of the registry).
+
+`Origin` is one source's entry, validated before any I/O: its kind (local, url, hf,
+gdrive, manual), what verifies the file, what its content is expected to hold and how
+surely each fact is known. `local_copies` reads the per-machine `sources.local.yaml`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from llava_data import transports
+from llava_data.common import StageError
+
+KINDS = ("local", "url", "hf", "gdrive", "manual")
+HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+RECORDABLE = ("size", "sha256")  # what a first download pins (with the Hub revision)
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+ZIP_CHUNK = 1 << 20
+
+
+# How surely a pinned fact is known: read on the primary page, from a mirror (or a user's
+# listing, third-party code), or inferred. A fact without a `known` entry is published.
+CONFIDENCE = ("published", "mirror", "assumed")
+FACTS = ("size", "sha256", "md5", "revision", "approx_size", "records", "files")
+
+
+def _count(where: str, key: str, value: object) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise StageError(f"{where}: {key} must be a whole number >= 0 or null, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one source comes from in one profile, validated before any I/O.
+
+    Besides what verifies the file (size, checksums), an origin may say what is expected of
+    its content (`records` of an annotation file, `files` per layout tree of an archive), a
+    page's shown size (`approx_size`, for planning disk space only) and how surely each of
+    these facts is known (`known`: fact -> published | mirror | assumed).
+    """
+
+    name: str
+    file: str
+    kind: str
+    spec: object
+    size: int | None
+    checksums: tuple[tuple[str, str], ...]
+    profile: str = "<profile>"
+    approx_size: int | None = None
+    records: int | None = None
+    files: tuple[tuple[str, int], ...] = ()
+    known: tuple[tuple[str, str], ...] = ()
+
+    def confidence(self, fact: str) -> str:
+        """How surely `fact` is known (published when the registry does not say)."""
+        return dict(self.known).get(fact, "published")
+
+    @classmethod
+    def parse(cls, name: str, entry: dict, profile: str) -> Origin:
+        where = f"source {name!r} (sources.{name}.{profile})"
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise StageError(f"{where}: the entry needs a `file` name")
+        file = entry["file"]
+        if "/" in file or file in ("", ".", ".."):
+            raise StageError(f"{where}: `file` must be a plain file name, got {file!r}")
+        origin = entry.get(profile)
+        if not isinstance(origin, dict):
+            raise StageError(f"{where}: no origin for profile {profile!r}")
+        kinds = [k for k in KINDS if k in origin]
+        if len(kinds) != 1:
+            raise StageError(f"{where}: give exactly one of {', '.join(KINDS)}; got {kinds}")
+        unknown = set(origin) - set(KINDS) - (set(FACTS) - {"revision"}) - {"known"}
+        if unknown:
+            raise StageError(f"{where}: unknown keys {sorted(unknown)}")
+        size = _count(where, "size (bytes)", origin.get("size"))
+        approx = _count(where, "approx_size (bytes)", origin.get("approx_size"))
+        records = _count(where, "records", origin.get("records"))
+        files = origin.get("files") or {}
+        if not isinstance(files, dict):
+            raise StageError(f"{where}: files must map layout trees to file counts")
+        for tree, count in files.items():
+            _count(where, f"files.{tree}", count)
+        known = origin.get("known") or {}
+        if not isinstance(known, dict):
+            raise StageError(f"{where}: known must map facts to {', '.join(CONFIDENCE)}")
+        for fact, how in known.items():
+            if fact not in FACTS or how not in CONFIDENCE:
+                raise StageError(
+                    f"{where}: known.{fact}: {how!r}; facts are {', '.join(FACTS)}, each "
+                    f"{', '.join(CONFIDENCE)}"
+                )
+        checksums = []
+        for algo, pattern in HEX.items():
+            value = origin.get(algo)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise StageError(f"{where}: {algo} must be lowercase hex, got {value!r}")
+            checksums.append((algo, value))
+        kind = kinds[0]
+        return cls(
+            name,
+            file,
+            kind,
+            transports.parse_spec(where, kind, origin[kind]),
+            size,
+            tuple(checksums),
+            profile,
+            approx,
+            records,
+            tuple(sorted(files.items())),
+            tuple(sorted(known.items())),
+        )
+
+    @property
+    def where(self) -> str:
+        """The registry key of this origin."""
+        return f"sources.{self.name}.{self.profile}"
+
+
+def local_copies(overrides: Path | None) -> dict[str, Path]:
+    """Source name -> the copy listed in the (uncommitted) overrides file, `~` expanded."""
+    if overrides is None or not overrides.exists():
+        return {}
+    try:
+        table = yaml.safe_load(overrides.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise StageError(f"{overrides} cannot be read as YAML ({err}); fix it") from None
+    if not isinstance(table, dict):
+        raise StageError(f"{overrides} must map source names to paths, e.g. `webdata: /data/W.zip`")
+    return {str(k): Path(os.path.expanduser(str(v))) for k, v in table.items()}
+
+
+def local_copy_for(name: str, overrides: Path | None) -> Path | None:
+    """The path of an existing copy of `name` listed in the (uncommitted) overrides file."""
+    path = local_copies(overrides).get(name)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise StageError(
+            f"source {name!r}: {overrides} points at {path}, which is not a file; fix that "
+            f"line, or remove it to download from the origin, and run `dvc repro fetch@{name}`"
+        )
+    return path
