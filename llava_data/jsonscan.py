@@ -726,9 +726,17 @@ def _write_part(job: dict) -> int:
 
 
 def _write_parsed(
-    index: RecordIndex, order: np.ndarray, tmp: Path, fd: int, workers: int, transform
+    index: RecordIndex,
+    order: np.ndarray,
+    tmp: Path,
+    fd: int,
+    workers: int,
+    transform,
+    at: int = 2,
+    leading: bool = True,
 ) -> int:
-    """Write the records `order` by re-serialising them from the source; return the end.
+    """Write the records `order` from byte `at` on by re-serialising them from the source;
+    return the end. `leading`: the first of them opens the array (no separator before it).
 
     With the canonical lengths known (and no transform), the output is split by size into
     `workers` stretches written by that many processes at their own offsets."""
@@ -741,20 +749,24 @@ def _write_parsed(
         "out": tmp,
         "transform": transform,
     }
-    parts = [(0, order.size, 2)]
+    parts = [(0, order.size, at)]
     total = None
+    lead = len(SEPARATOR) if leading else 0  # the separator the first record goes without
     if index.canonical_lengths is not None and transform is None:
         sizes = np.cumsum(index.canonical_lengths[order] + len(SEPARATOR))
-        total = 2 + int(sizes[-1]) - len(SEPARATOR)  # the end of the last record
+        total = at + int(sizes[-1]) - lead  # the end of the last record
         if workers > 1 and order.size >= 2 * workers:
             cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, workers) / workers) + 1
             edges = [0, *sorted(set(np.clip(cuts, 1, order.size - 1).tolist())), order.size]
             parts = [
-                (a, b, 2 + (int(sizes[a - 1]) - len(SEPARATOR) if a else 0))
+                (a, b, at + (int(sizes[a - 1]) - lead if a else 0))
                 for a, b in zip(edges[:-1], edges[1:], strict=True)
             ]
         os.ftruncate(fd, total)
-    jobs = [{**job, "order": order[a:b], "at": at, "first": a == 0} for a, b, at in parts]
+    jobs = [
+        {**job, "order": order[a:b], "at": start, "first": leading and a == 0}
+        for a, b, start in parts
+    ]
     if len(jobs) == 1:
         end = _write_part(jobs[0])
     else:
@@ -787,25 +799,40 @@ def write_array(
     `transform`, if given, maps each parsed record (its id already a string) to the record
     to write; it disables those shortcuts and runs in this process.
     """
-    order = np.asarray(order, dtype=np.int64).reshape(-1)
-    n = len(index)
-    if order.size and (int(order.min()) < 0 or int(order.max()) >= n):
-        raise ValueError(f"order holds indices outside 0..{n - 1}")
-    src = Path(index.path)
-    if index.file_size >= 0 and src.stat().st_size != index.file_size:
-        raise StageError(f"{src}: changed since it was scanned; run the stage again")
+    return write_segments([(index, order)], out_path, workers=workers, transform=transform)
+
+
+def write_segments(
+    segments: Sequence[tuple[RecordIndex, Sequence[int] | np.ndarray]],
+    out_path: str | Path,
+    *,
+    workers: int = 1,
+    transform: Callable[[dict], dict] | None = None,
+) -> int:
+    """`write_array` of several indexed files into one array: the records of each
+    (index, order) segment in turn; return the count."""
+    checked = []
+    for index, order in segments:
+        order = np.asarray(order, dtype=np.int64).reshape(-1)
+        n = len(index)
+        if order.size and (int(order.min()) < 0 or int(order.max()) >= n):
+            raise ValueError(f"order holds indices outside 0..{n - 1}")
+        src = Path(index.path)
+        if index.file_size >= 0 and src.stat().st_size != index.file_size:
+            raise StageError(f"{src}: changed since it was scanned; run the stage again")
+        if order.size:
+            checked.append((index, order))
     with atomic_path(out_path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.pwrite(fd, b"[\n", 0)
-            if not order.size:
-                os.pwrite(fd, b"]\n", 2)
-            else:
-                end = _write_parsed(index, order, tmp, fd, workers, transform)
-                os.pwrite(fd, b"\n]\n", end)
+            end = 2
+            for k, (index, order) in enumerate(checked):
+                end = _write_parsed(index, order, tmp, fd, workers, transform, end, k == 0)
+            os.pwrite(fd, b"\n]\n" if checked else b"]\n", end)
         finally:
             os.close(fd)
-    return int(order.size)
+    return sum(int(order.size) for _, order in checked)
 
 
 def iter_records(index: RecordIndex, order):

@@ -166,8 +166,10 @@ def _sort_keys(digests: np.ndarray) -> list[np.ndarray]:
     return [cols[:, j].astype(np.uint64) for j in range(cols.shape[1])]
 
 
-def validate_weights(raw: object, components: Sequence[str]) -> dict[str, float]:
-    """The mixture weights `raw` (params `mix`), checked; every problem is a StageError.
+def validate_weights(
+    raw: object, components: Sequence[str], section: str = "mix"
+) -> dict[str, float]:
+    """The mixture weights `raw` (params `section`), checked; every problem is a StageError.
 
     Refused: a value that is not a plain number (bools and strings like "0.5" included),
     NaN or infinite, negative or above MAX_WEIGHT; a name that is not a component; a
@@ -175,11 +177,11 @@ def validate_weights(raw: object, components: Sequence[str]) -> dict[str, float]
     """
     known = sorted(set(components))
     if not isinstance(raw, Mapping):
-        raise StageError(f"mix: expected a mapping of component -> weight, got {raw!r}")
+        raise StageError(f"{section}: expected a mapping of component -> weight, got {raw!r}")
     problems = []
     for name in sorted(raw, key=str):
         value = raw[name]
-        key = f"mix.{name}"
+        key = f"{section}.{name}"
         if name not in known:
             problems.append(f"{key}: unknown component (known: {', '.join(known)})")
         elif isinstance(value, bool) or not isinstance(value, Real):
@@ -192,7 +194,7 @@ def validate_weights(raw: object, components: Sequence[str]) -> dict[str, float]
             problems.append(f"{key}: weight {value!r} is above the maximum {MAX_WEIGHT}")
     for name in known:
         if name not in raw:
-            problems.append(f"mix.{name}: missing (give every component a weight; 0 drops it)")
+            problems.append(f"{section}.{name}: missing (give every part a weight; 0 drops it)")
     if problems:
         raise StageError("invalid mixture weights in params:\n  " + "\n  ".join(problems))
     return {name: float(raw[name]) for name in known}

@@ -1,11 +1,12 @@
 """Check every parameter before any stage runs, so a bad value stops the build at once.
 
-Reads params.yaml (`profile`, `extract`, `validate`, `split`, `mix`) and the registry
-(`sources`, `layout`) and checks each value with the same parser the stage that uses it
-runs. Every fetch stage depends on this stage's output, so DVC runs it first: a typo in
-any parameter stops `dvc repro` and `dvc exp run` here, before DVC has touched a single
-output, with one line per problem. Writes `--out`, whose content only names what was
-checked (it never changes with the values, so nothing downstream re-runs because of it).
+Reads params.yaml (`profile`, `extract`, `validate`, `splits`, `recipes`, `mix`, `mixtures`)
+and the registry (`sources`, `layout`) and checks each value with the same parser the
+stage that uses it runs. Every fetch stage depends on this stage's output, so DVC runs it
+first: a typo in any parameter stops `dvc repro` and `dvc exp run` here, before DVC has
+touched a single output, with one line per problem. Writes `--out`, whose content only
+names what was checked (it never changes with the values, so nothing downstream re-runs
+because of it).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import yaml
 from llava_data.common import StageError, run_main, write_json
 from llava_data.layout import TreeSpec, parse_max_ratio, unsafe_parts
 from llava_data.origins import Origin
+from llava_data.recipes import Amounts, parse_recipes
+from llava_data.splitting import parse_splits
 from llava_data.validate import ValidationParams
-from stages.mix import MixParams
-from stages.split import SplitParams
 
-PARAMS = ("profile", "extract", "validate", "split", "mix")
+PARAMS = ("profile", "extract", "validate", "splits", "recipes", "mix", "mixtures")
 REGISTRY = ("sources", "layout")
 
 
@@ -102,9 +103,16 @@ def problems_of(params: dict, registry: dict) -> list[str]:
     problems.extend(check_layout(registry.get("layout"), sources))
     attempt(lambda: parse_max_ratio(params.get("extract")))
     attempt(lambda: ValidationParams.parse(params.get("validate")))
-    split = attempt(lambda: SplitParams.parse(params.get("split")))
-    if split is not None:
-        attempt(lambda: MixParams.parse(params.get("mix"), split.components))
+    splits = attempt(lambda: parse_splits(params.get("splits")))
+    if splits is not None:
+        recipes = attempt(lambda: parse_recipes(params.get("recipes"), splits)) or {}
+        for recipe in recipes.values():
+            section = recipe.weights.split(".")
+            raw = params.get(section[0])
+            if len(section) > 1:
+                raw = (raw or {}).get(section[1]) if isinstance(raw, dict) else None
+            names = [p.name for p in recipe.parts]
+            attempt(lambda r=recipe, raw=raw, n=names: Amounts.parse(r.weights, raw, n))
     return problems
 
 

@@ -1,140 +1,153 @@
-"""Mix the components of mix1M with weights, check every record, write the training file.
+"""Build one recipe: choose its records, check every one, write the training files.
 
-Reads the mix1M file and the split stage's index; applies `mix.<component>`
-weights with `mix.seed` (a weight's whole part repeats a component, its
-fraction keeps that share of its records, chosen by a stable hash of seed and
-record), checks each selected record's structure and image, applies
-`validate.policy`, and writes the training file (ids as strings, one record per
-line), a link to it where Open-LLaVA-NeXT's script looks, a report of every
-record with a problem, metrics and the composition plot.
+Reads `recipes.<name>` and its weights section (`mix` for mix1M, `mixtures.<name>` for
+the others) and the split indexes in `--splits`; chooses each part's records by its
+weight or sampling strategy (`llava_data.recipes`), checks each chosen record's structure
+and images, applies `validate.policy`, and writes the training file (`recipes.<name>.out`:
+ids as strings, one record per line), the same records part by part (`--parts`: one file
+per part) with a LLaVA-NeXT data YAML naming them (`--yaml`, every part `sampling_strategy:
+all`), a report of every record with a problem, metrics and the composition plot.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from llava_data import jsonscan, mixcore
+from llava_data import jsonscan, recipes, splitting
 from llava_data.common import (
     StageError,
     atomic_path,
     load_params,
-    only_file,
+    remove_path,
     run_main,
     write_json,
     write_report,
 )
-from llava_data.jsonscan import iter_records
 from llava_data.validate import ValidationParams, count_reasons, enforce, record_problems
-from stages.split import SplitParams, load_index
 
 
-@dataclass(frozen=True)
-class MixParams:
-    """`mix.*`: one weight per component and the seed, checked before any I/O."""
-
-    weights: dict[str, float]
-    seed: int
-
-    @classmethod
-    def parse(cls, raw: object, components: list[str]) -> MixParams:
-        if not isinstance(raw, dict):
-            raise StageError("params.yaml: `mix` must be a mapping of component weights")
-        weights = mixcore.validate_weights(
-            {k: v for k, v in raw.items() if k != "seed"}, components
-        )
-        seed = raw.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise StageError(f"params.yaml: mix.seed must be a whole number >= 0, got {seed!r}")
-        return cls(weights, seed)
+def data_yaml(recipe: recipes.Recipe, part_files: dict[str, Path]) -> str:
+    """The LLaVA-NeXT / OneVision data YAML of the recipe's part files (paths as given)."""
+    lines = [
+        f"# {recipe.name}: every part file holds exactly the records the recipe chose",
+        f"# (`dvc repro mix@{recipe.name}`); paths are relative to the repository root and",
+        "# images to data/ (--image_folder data).",
+        "datasets:",
+    ]
+    for part in recipe.parts:
+        lines += [
+            f"  - json_path: {part_files[part.name].as_posix()}",
+            "    sampling_strategy: all",
+        ]
+    return "\n".join(lines) + "\n"
 
 
-def composition(codes: np.ndarray, names: list[str], after_weights, final) -> dict:
-    """Records per component: as published, after weights, after validation."""
-    return {
-        "published": per_component(codes, np.ones(len(codes), dtype=np.int64), names),
-        "after_weights": per_component(codes, after_weights, names),
-        "after_validation": per_component(codes, final, names),
-    }
-
-
-def per_component(codes: np.ndarray, counts: np.ndarray, names: list[str]) -> dict[str, int]:
-    """Sum of `counts` per component code, every component listed."""
-    return {name: int(counts[codes == k].sum()) for k, name in enumerate(names)}
-
-
-def link(alias: Path, target: Path) -> None:
-    """Make `alias` a relative symlink to `target`."""
-    alias.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(alias) as tmp:
-        tmp.symlink_to(os.path.relpath(target, alias.parent))
+def write_parts(folder: Path, files: dict[str, tuple]) -> None:
+    """The per-part files, each replaced atomically; files of parts gone are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (index, order) in files.items():
+        jsonscan.write_array(index, order, folder / f"{name}.json")
+    for stray in sorted(folder.glob("*.json")):
+        if stray.stem not in files:
+            remove_path(stray)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mix", required=True, type=Path, help="fetch output folder of mix1M")
-    ap.add_argument("--index", required=True, type=Path, help="the split stage's index")
+    ap.add_argument("--recipe", required=True)
     ap.add_argument("--params", required=True)
+    ap.add_argument("--splits", required=True, type=Path, help="folder of the split indexes")
     ap.add_argument("--data-root", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--alias", required=True, type=Path, help="symlink to --out")
+    ap.add_argument("--parts", required=True, type=Path, help="folder of the per-part files")
+    ap.add_argument("--yaml", required=True, type=Path)
     ap.add_argument("--report", required=True, type=Path)
     ap.add_argument("--metrics", required=True, type=Path)
     ap.add_argument("--plot", required=True, type=Path)
     args = ap.parse_args(argv)
 
-    names = SplitParams.parse(load_params(args.params, "split")).components
-    mparams = MixParams.parse(load_params(args.params, "mix"), names)
+    # every parameter is checked before any file is read
+    specs = splitting.parse_splits(load_params(args.params, "splits"))
+    recipe = recipes.Recipe.parse(
+        args.recipe, load_params(args.params, f"recipes.{args.recipe}"), specs
+    )
+    names = [p.name for p in recipe.parts]
+    amounts = recipes.Amounts.parse(recipe.weights, load_params(args.params, recipe.weights), names)
     vparams = ValidationParams.parse(load_params(args.params, "validate"))
 
-    index, codes, index_names = load_index(args.index, only_file(args.mix))
-    if index_names != names:
-        raise StageError(
-            f"{args.index} holds components {index_names}, params.yaml names {names}: "
-            f"run `dvc repro split`"
+    indexes = {}
+    for split in recipe.splits:
+        indexes[split] = splitting.load_index(args.splits / f"{split}.npz")
+        if indexes[split].parts != specs[split].parts:
+            raise StageError(
+                f"{args.splits / split}.npz holds parts {indexes[split].parts}, params.yaml "
+                f"names {specs[split].parts}: run `dvc repro` (it splits the file again)"
+            )
+    mult, rows_of = recipes.multiplicities(recipe, amounts, indexes)
+    after_weights = {p.name: int(mult[p.split][rows_of[p.name]].sum()) for p in recipe.parts}
+    part_of = {}
+    for part in recipe.parts:
+        part_of.setdefault(part.split, {}).update(
+            dict.fromkeys(rows_of[part.name].tolist(), part.name)
         )
 
-    assigned = [names[c] for c in codes]
-    mult = mixcore.multiplicity(assigned, index.digests, mparams.weights, mparams.seed)
-    after_weights = mult.copy()
-
-    selected = np.flatnonzero(mult > 0)
-    problems = record_problems(iter_records(index, selected), "", args.data_root, vparams)
-    drop = enforce(f"mix of {index.path}", problems, index.ids, vparams.policy)
-    mult[sorted(drop)] = 0
-
-    order = mixcore.emission_order(mult)
-    jsonscan.write_array(index, order, args.out)
-    link(args.alias, args.out)
-    write_report(
-        args.report,
-        [
-            (index.ids[n], names[codes[n]], path, reason, "dropped" if n in drop else "kept")
+    rows, dropped, problems_all = [], 0, {}
+    for split, index in ((s, indexes[s].index) for s in recipe.splits):
+        selected = np.flatnonzero(mult[split] > 0)
+        problems = record_problems(
+            jsonscan.iter_records(index, selected), "", args.data_root, vparams
+        )
+        drop = enforce(f"recipe {recipe.name}, {index.path}", problems, index.ids, vparams.policy)
+        mult[split][sorted(drop)] = 0
+        dropped += len(drop)
+        rows += [
+            (index.ids[n], part_of[split][n], path, reason, "dropped" if n in drop else "kept")
             for n, (reason, path) in sorted(problems.items())
-        ],
-        ("id", "component", "image", "reason", "action"),
+        ]
+        for reason, count in count_reasons(problems).items():
+            problems_all[reason] = problems_all.get(reason, 0) + count
+
+    out = Path(recipe.out)
+    segments = recipes.emission_segments(recipe, mult)
+    jsonscan.write_segments([(indexes[s].index, order) for s, order in segments], out)
+    part_files = {p.name: args.parts / f"{p.name}.json" for p in recipe.parts}
+    write_parts(
+        args.parts,
+        {
+            p.name: (indexes[p.split].index, recipes.part_order(rows_of[p.name], mult[p.split]))
+            for p in recipe.parts
+        },
     )
-    by_step = composition(codes, names, after_weights, mult)
+    with atomic_path(args.yaml) as tmp:
+        tmp.write_text(data_yaml(recipe, part_files), encoding="utf-8")
+    write_report(args.report, rows, ("id", "part", "image", "reason", "action"))
+    by_part = {
+        p.name: {
+            "published": int(rows_of[p.name].size),
+            "amount": amounts.describe(p.name),
+            "after_weights": after_weights[p.name],
+            "after_validation": int(mult[p.split][rows_of[p.name]].sum()),
+        }
+        for p in recipe.parts
+    }
+    steps = ("published", "after_weights", "after_validation")
     write_json(
         args.metrics,
         {
-            "records": {step: sum(counts.values()) for step, counts in by_step.items()},
-            "components": {name: {step: by_step[step][name] for step in by_step} for name in names},
-            "problems": count_reasons(problems),
-            "dropped": len(drop),
+            "records": {step: sum(v[step] for v in by_part.values()) for step in steps},
+            "parts": by_part,
+            "problems": problems_all,
+            "dropped": dropped,
         },
     )
     with atomic_path(args.plot) as tmp:
-        rows = ["component,published,mixed"] + [
-            f"{name},{by_step['published'][name]},{by_step['after_validation'][name]}"
-            for name in names
+        lines = ["part,published,mixed"] + [
+            f"{name},{v['published']},{v['after_validation']}" for name, v in by_part.items()
         ]
-        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
