@@ -41,12 +41,12 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from hashlib import blake2b
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import orjson
+import xxhash
 
 from llava_data.common import StageError, atomic_path
 
@@ -54,7 +54,8 @@ CHUNK_SIZE = 2 << 20  # fits in cache: the numpy passes over a chunk then cost l
 WRITE_BATCH_BYTES = 16 << 20
 WRITE_BUFFER = 1 << 20
 READ_GAP = 16 << 10  # read two records with one call when at most this far apart
-DIGEST_SIZE = 16
+DIGEST_SIZE = 16  # bytes of a record's digest: XXH3-128 of its canonical form, big-endian
+record_digest = xxhash.xxh3_128_digest  # ~0.2 us for a 2 KB record (blake2b: ~3 us)
 SEPARATOR = b",\n"
 _WHITESPACE = b" \t\n\r"
 _BOM = b"\xef\xbb\xbf"
@@ -96,7 +97,7 @@ class RecordIndex:
     `images[i]`: its `image`: None for a text-only record (no `image`, or null), the str of
     a one-image record, a tuple of str for a JSON list of strings (a multi-image record), or
     INVALID_IMAGE for any other value.
-    With digests (else None): `digests` (n, 16) uint8 blake2b digests of the canonical
+    With digests (else None): `digests` (n, 16) uint8 digests (`record_digest`) of the canonical
     forms; `canonical_lengths[i]` their lengths; `is_canonical[i]` whether the raw bytes
     already are the canonical form.
     `file_size`: the size scanned, so that a file changed since is noticed.
@@ -262,7 +263,7 @@ class _Builder:
 
     def _add_digested(self, mv: memoryview, base: int, starts: list[int], ends: list[int]):
         # The hot loop of a scan with digests: keep it lean.
-        path, loads, dumps, hashed = self.path, orjson.loads, orjson.dumps, blake2b
+        path, loads, dumps, hashed = self.path, orjson.loads, orjson.dumps, record_digest
         ids, images, digests = self.ids, self.images, self.digests
         canon_len = self.canonical_lengths.append
         row = len(ids)
@@ -282,7 +283,7 @@ class _Builder:
             ids.append(rid)
             images.append(image)
             out = dumps(obj)
-            digests += hashed(out, digest_size=DIGEST_SIZE).digest()
+            digests += hashed(out)
             size = len(out)
             canon_len(size)
             if size == e - s and out == raw:
@@ -833,6 +834,59 @@ def write_segments(
         finally:
             os.close(fd)
     return sum(int(order.size) for _, order in checked)
+
+
+def split_written(
+    src: str | Path, lengths: np.ndarray, labels: np.ndarray, dests: Sequence[str | Path]
+) -> list[int]:
+    """Write the records of an array `write_array` wrote to `src` into one array per label.
+
+    `lengths[i]` is the byte length of the i-th record of `src` (its canonical length) and
+    `labels[i]` the index in `dests` of the file it goes to; each dest gets its records in
+    `src`'s order, in the same format. Bytes are copied, never parsed: one pass over `src`.
+    Returns the record count of each dest; every dest appears atomically.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    sep = len(SEPARATOR)
+    starts = 2 + np.concatenate(([0], np.cumsum(lengths + sep)[:-1])) if lengths.size else lengths
+    expected = int(starts[-1] + lengths[-1]) + 3 if lengths.size else 4
+    if Path(src).stat().st_size != expected:
+        raise StageError(f"{src}: {Path(src).stat().st_size} bytes, expected {expected}")
+    counts = [0] * len(dests)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(d)) for d in dests]
+        outs = [stack.enter_context(open(t, "wb", buffering=WRITE_BUFFER)) for t in tmps]
+        for out in outs:
+            out.write(b"[\n")
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            batch_of = np.cumsum(lengths + sep) // WRITE_BATCH_BYTES
+            bounds = np.concatenate(([0], np.flatnonzero(np.diff(batch_of)) + 1, [lengths.size]))
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                if lo == hi:
+                    continue
+                base = int(starts[lo])
+                size = int(starts[hi - 1] + lengths[hi - 1]) - base
+                block = memoryview(os.pread(fd, size, base))
+                rows = zip(
+                    (starts[lo:hi] - base).tolist(),
+                    lengths[lo:hi].tolist(),
+                    labels[lo:hi].tolist(),
+                    strict=True,
+                )
+                for at, n, label in rows:
+                    out = outs[label]
+                    if counts[label]:
+                        out.write(SEPARATOR)
+                    out.write(block[at : at + n])
+                    counts[label] += 1
+        finally:
+            os.close(fd)
+        for out, count in zip(outs, counts, strict=True):
+            out.write(b"\n]\n" if count else b"]\n")
+            out.close()
+    return counts
 
 
 def iter_records(index: RecordIndex, order):

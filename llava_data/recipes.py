@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from llava_data import mixcore
-from llava_data.common import StageError
+from llava_data import jsonscan, mixcore
+from llava_data.common import StageError, remove_path
 from llava_data.splitting import SplitIndex, SplitSpec
 
 RECIPE_KEYS = ("parts", "weights", "out")
@@ -153,10 +154,6 @@ class Amounts:
             {p: amounts[p] if isinstance(amounts[p], str) else float(amounts[p]) for p in parts},
         )
 
-    def describe(self, part: str) -> str:
-        value = self.of[part]
-        return value if isinstance(value, str) else f"weight {value:g}"
-
 
 def multiplicities(
     recipe: Recipe, amounts: Amounts, indexes: Mapping[str, SplitIndex]
@@ -195,7 +192,42 @@ def emission_segments(
     return [(s, np.flatnonzero(mult[s] > p)) for p in range(top) for s in recipe.splits]
 
 
-def part_order(rows: np.ndarray, mult: np.ndarray) -> np.ndarray:
-    """The records of one part (`rows` of its split) in emission order, repeats included."""
-    local = mult[rows]
-    return rows[mixcore.emission_order(local)]
+def part_labels(
+    recipe: Recipe, indexes: Mapping[str, SplitIndex], rows_of: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per split: the recipe's part number of each record (-1: in no part)."""
+    labels = {s: np.full(len(indexes[s].index), -1, dtype=np.int64) for s in recipe.splits}
+    for k, part in enumerate(recipe.parts):
+        labels[part.split][rows_of[part.name]] = k
+    return labels
+
+
+def write_recipe(
+    recipe: Recipe,
+    indexes: Mapping[str, SplitIndex],
+    mult: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    out: Path,
+    folder: Path,
+    workers: int = 2,
+) -> None:
+    """The training file `out` (records in emission order) and, copied from it, one file
+    per part in `folder` (`<part>.json`, its records in the same order); files of parts no
+    longer in the recipe are removed."""
+    segments = emission_segments(recipe, mult)
+    jsonscan.write_segments(
+        [(indexes[s].index, order) for s, order in segments], out, workers=workers
+    )
+    lengths = [indexes[s].index.canonical_lengths[order] for s, order in segments]
+    codes = [labels[s][order] for s, order in segments]
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in recipe.parts]
+    jsonscan.split_written(
+        out,
+        np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
+        np.concatenate(codes) if codes else np.zeros(0, np.int64),
+        [folder / f"{name}.json" for name in names],
+    )
+    for stray in sorted(folder.glob("*.json")):
+        if stray.stem not in names:
+            remove_path(stray)

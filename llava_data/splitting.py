@@ -26,7 +26,6 @@ import io
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +223,7 @@ def reference_digests(index: jsonscan.RecordIndex, image_prefix: str) -> set[byt
         if type(obj.get("id")) is int:
             obj["id"] = str(obj["id"])
         text = orjson.dumps(prefixed(obj) if image_prefix else obj)
-        out.add(blake2b(text, digest_size=jsonscan.DIGEST_SIZE).digest())
+        out.add(jsonscan.record_digest(text))
     return out
 
 

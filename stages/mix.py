@@ -22,7 +22,6 @@ from llava_data.common import (
     StageError,
     atomic_path,
     load_params,
-    remove_path,
     run_main,
     write_json,
     write_report,
@@ -44,16 +43,6 @@ def data_yaml(recipe: recipes.Recipe, part_files: dict[str, Path]) -> str:
             "    sampling_strategy: all",
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_parts(folder: Path, files: dict[str, tuple]) -> None:
-    """The per-part files, each replaced atomically; files of parts gone are removed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (index, order) in files.items():
-        jsonscan.write_array(index, order, folder / f"{name}.json")
-    for stray in sorted(folder.glob("*.json")):
-        if stray.stem not in files:
-            remove_path(stray)
 
 
 def main(argv=None) -> None:
@@ -88,11 +77,7 @@ def main(argv=None) -> None:
             )
     mult, rows_of = recipes.multiplicities(recipe, amounts, indexes)
     after_weights = {p.name: int(mult[p.split][rows_of[p.name]].sum()) for p in recipe.parts}
-    part_of = {}
-    for part in recipe.parts:
-        part_of.setdefault(part.split, {}).update(
-            dict.fromkeys(rows_of[part.name].tolist(), part.name)
-        )
+    labels = recipes.part_labels(recipe, indexes, rows_of)
 
     rows, dropped, problems_all = [], 0, {}
     for split, index in ((s, indexes[s].index) for s in recipe.splits):
@@ -104,30 +89,27 @@ def main(argv=None) -> None:
         mult[split][sorted(drop)] = 0
         dropped += len(drop)
         rows += [
-            (index.ids[n], part_of[split][n], path, reason, "dropped" if n in drop else "kept")
+            (
+                index.ids[n],
+                names[labels[split][n]],
+                path,
+                reason,
+                "dropped" if n in drop else "kept",
+            )
             for n, (reason, path) in sorted(problems.items())
         ]
         for reason, count in count_reasons(problems).items():
             problems_all[reason] = problems_all.get(reason, 0) + count
 
     out = Path(recipe.out)
-    segments = recipes.emission_segments(recipe, mult)
-    jsonscan.write_segments([(indexes[s].index, order) for s, order in segments], out)
+    recipes.write_recipe(recipe, indexes, mult, labels, out, args.parts)
     part_files = {p.name: args.parts / f"{p.name}.json" for p in recipe.parts}
-    write_parts(
-        args.parts,
-        {
-            p.name: (indexes[p.split].index, recipes.part_order(rows_of[p.name], mult[p.split]))
-            for p in recipe.parts
-        },
-    )
     with atomic_path(args.yaml) as tmp:
         tmp.write_text(data_yaml(recipe, part_files), encoding="utf-8")
     write_report(args.report, rows, ("id", "part", "image", "reason", "action"))
     by_part = {
         p.name: {
             "published": int(rows_of[p.name].size),
-            "amount": amounts.describe(p.name),
             "after_weights": after_weights[p.name],
             "after_validation": int(mult[p.split][rows_of[p.name]].sum()),
         }

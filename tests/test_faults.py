@@ -215,8 +215,8 @@ BAD_PARAMS = [
     ("params.yaml", "jobs: 2", "jobs: 0", "validate.jobs"),
     ("params.yaml", "profile: mini", "profile: minii", "profile is 'minii'; allowed values"),
     ("params.yaml", "max_expand_ratio: 20", "max_expand_ratio: 0", "extract.max_expand_ratio"),
-    ("params.yaml", "text_only: sharegpt4v", "text_only: [1]", "split.text_only"),
-    ("params.yaml", "    dvqa/: dvqa", "    dvqa: dvqa", "split.prefixes key 'dvqa'"),
+    ("params.yaml", "text_only: sharegpt4v", "text_only: [1]", "splits.mix1m.text_only"),
+    ("params.yaml", "    dvqa/: dvqa", "    dvqa: dvqa", "splits.mix1m.prefixes key 'dvqa'"),
     (
         "sources.yaml",
         "gqa_images, from: images/,",

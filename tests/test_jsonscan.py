@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import pickle
-from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
 from llava_data.common import StageError
 from llava_data.jsonscan import INVALID_IMAGE, canonical, scan, scan_many, write_array
@@ -91,7 +91,7 @@ def test_scan_finds_each_record_span_id_and_image_in_any_format(tmp_path, fmt, c
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_digests_are_blake2b_of_the_canonical_form_and_ignore_formatting(tmp_path, chunk):
+def test_digests_are_xxh3_128_of_the_canonical_form_and_ignore_formatting(tmp_path, chunk):
     by_format = {}
     for fmt in FORMATS:
         path = write(tmp_path, dump(TRICKY, fmt), f"{fmt}.json")
@@ -99,7 +99,7 @@ def test_digests_are_blake2b_of_the_canonical_form_and_ignore_formatting(tmp_pat
         raw = path.read_bytes()
         for i, (off, length) in enumerate(zip(index.offsets, index.lengths, strict=True)):
             canon = canonical(raw[off : off + length])
-            assert bytes(index.digests[i]) == blake2b(canon, digest_size=16).digest()
+            assert bytes(index.digests[i]) == xxhash.xxh3_128_digest(canon)
             assert index.canonical_lengths[i] == len(canon)
         by_format[fmt] = index.digests
     first = by_format.pop("compact")
@@ -412,7 +412,7 @@ def test_records_of_unusual_shapes_scan_as_records(tmp_path, fmt, chunk, digests
         assert json.loads(raw[off : off + length]) == UNUSUAL[i]
         if digests:
             canon = canonical(raw[off : off + length])
-            assert bytes(index.digests[i]) == blake2b(canon, digest_size=16).digest()
+            assert bytes(index.digests[i]) == xxhash.xxh3_128_digest(canon)
             assert index.canonical_lengths[i] == len(canon)
 
 

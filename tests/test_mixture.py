@@ -30,7 +30,7 @@ def published(repo) -> list[dict]:
 
 
 def dropped(repo) -> list[dict]:
-    with open(repo / "reports/mix1m.problems.tsv", encoding="utf-8") as fh:
+    with open(repo / "reports/recipes/mix1m.problems.tsv", encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
@@ -93,10 +93,10 @@ def test_allava_zero_drops_only_allava_records(restore):
         if value["diff"] not in (0, None)
     }
     assert changed == {
-        ("metrics/mix.json", "components.allava.after_weights"),
-        ("metrics/mix.json", "components.allava.after_validation"),
-        ("metrics/mix.json", "records.after_weights"),
-        ("metrics/mix.json", "records.after_validation"),
+        ("metrics/recipes/mix1m.json", "parts.allava.after_weights"),
+        ("metrics/recipes/mix1m.json", "parts.allava.after_validation"),
+        ("metrics/recipes/mix1m.json", "records.after_weights"),
+        ("metrics/recipes/mix1m.json", "records.after_validation"),
     }
 
 
@@ -148,8 +148,8 @@ def test_add_path_file_has_every_558k_image_under_data(built):
 
 
 def test_split_metrics_count_components_and_upstream_differences(built):
-    split = json.loads((built / "metrics/split.json").read_text())
-    assert split["components"]["allava"] == 8
+    split = json.loads((built / "metrics/splits/mix1m.json").read_text())
+    assert split["parts"]["allava"] == 8
     assert split["compared_with_upstream"] == {
         "allava": {"identical": 7, "only_in_mix": 1, "only_in_upstream": 3},
         "sharegpt4v": {"identical": 69, "only_in_mix": 1, "only_in_upstream": 2},
@@ -158,7 +158,7 @@ def test_split_metrics_count_components_and_upstream_differences(built):
 
 def test_composition_plot_renders(built):
     out = dvc("plots", "show", "--json", cwd=built).stdout
-    assert "metrics/mix_composition.csv" in out and "sharegpt4v" in out
+    assert "metrics/recipes/mix1m.composition.csv" in out and "sharegpt4v" in out
 
 
 def test_unknown_prefix_stops_the_split_with_examples(built, tmp_path):
@@ -173,10 +173,14 @@ def test_unknown_prefix_stops_the_split_with_examples(built, tmp_path):
             "python",
             "-m",
             "stages.split",
-            "--mix",
+            "--split",
+            "mix1m",
+            "--file",
             str(tmp_path / "mix"),
             "--params",
             "params.yaml",
+            "--profile",
+            "mini",
             "--index",
             str(tmp_path / "index.npz"),
             "--metrics",

@@ -25,6 +25,7 @@ from tests.dvcrepo import clone, dvc, run, tree_digest
 from tests.servers import DriveServer, FileServer, HubServer
 
 LATER_ALLAVA = "miniature/upstream/hf-revisions"
+MIX_METRICS = "metrics/recipes/mix1m.json"
 CHECK = [
     "python",
     "-m",
@@ -153,7 +154,7 @@ def test_the_full_registry_builds_the_layout_and_mixture_through_the_real_transp
     repo, upstream, build, registry, mini = rehearsal
     for folder in ("data", "manifests", "reports"):
         assert tree_digest(repo / folder) == tree_digest(mini / folder), folder
-    assert (repo / "metrics/mix.json").read_bytes() == (mini / "metrics/mix.json").read_bytes()
+    assert (repo / MIX_METRICS).read_bytes() == (mini / MIX_METRICS).read_bytes()
     for name, entry in registry["sources"].items():
         assert f"Running stage 'fetch@{name}'" in build.stdout
         assert (repo / "downloads" / name / entry["file"]).is_file()
