@@ -675,19 +675,20 @@ def _record(raw: memoryview, reader: _SpanReader, row: int) -> dict:
 def _write_part(job: dict) -> int:
     """Write the records `job["order"]` at offset `job["at"]` of the output; return the end.
 
-    Each canonical form is written as soon as it is made: holding a batch of them would make
-    the allocator return and re-request memory from the system for every batch.
+    Records are read and written a batch of about WRITE_BATCH_BYTES at a time, the batch's
+    canonical forms joined with one call: one write call per record cost as much as
+    re-serialising it.
     """
     order, first, transform = job["order"], job["first"], job["transform"]
     is_canon, expected = job["is_canonical"], job["canonical_lengths"]
     if transform is not None:
         is_canon = expected = None
     reader = _SpanReader(job["src"], job["offsets"], job["lengths"])
+    part_fds = [os.open(p, os.O_WRONLY) for p in job.get("part_files", ())]
     loads, dumps = orjson.loads, orjson.dumps
     try:
         with open(job["out"], "r+b", buffering=WRITE_BUFFER) as out:
             out.seek(job["at"])
-            write = out.write
             batch_of = np.cumsum(job["lengths"][order]) // WRITE_BATCH_BYTES
             bounds = np.concatenate(([0], np.flatnonzero(np.diff(batch_of)) + 1, [order.size]))
             for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
@@ -695,13 +696,14 @@ def _write_part(job: dict) -> int:
                 if batch.size == 0:
                     continue
                 raws = reader.read(batch)
-                for row, raw in zip(batch.tolist(), raws, strict=True):
-                    if first:
-                        first = False
-                    else:
-                        write(SEPARATOR)
-                    if is_canon is not None and is_canon[row]:
-                        write(raw)
+                rows = batch.tolist()
+                canon = [False] * len(rows) if is_canon is None else is_canon[batch].tolist()
+                lengths = None if expected is None else expected[batch].tolist()
+                pieces = []
+                add = pieces.append
+                for k, (row, raw) in enumerate(zip(rows, raws, strict=True)):
+                    if canon[k]:
+                        add(raw)
                         continue
                     try:  # the canonical form inline: this loop runs once per output record
                         obj = loads(raw)
@@ -713,17 +715,39 @@ def _write_part(job: dict) -> int:
                     except (orjson.JSONDecodeError, AttributeError, ValueError):
                         obj = _record(raw, reader, row)
                     text = dumps(obj if transform is None else transform(obj))
-                    if expected is not None and len(text) != expected[row]:
+                    if lengths is not None and len(text) != lengths[k]:
                         where = int(job["offsets"][row])
                         raise StageError(
                             f"{job['src']}: the record at byte {where} changed since the file "
                             f"was scanned; run the stage again"
                         )
-                    write(text)
-                del raws
+                    add(text)
+                if not first:
+                    out.write(SEPARATOR)
+                first = False
+                out.write(SEPARATOR.join(pieces))
+                if part_fds:
+                    _write_to_parts(job, lo, hi, pieces, part_fds)
+                del raws, pieces
             return out.tell()
     finally:
         reader.close()
+        for fd in part_fds:
+            os.close(fd)
+
+
+def _write_to_parts(job: dict, lo: int, hi: int, pieces: list, fds: list[int]) -> None:
+    """The batch `lo:hi` of this job's records, each to its part file. Within a batch the
+    records of one part are consecutive in its file: one write per part and batch."""
+    labels = job["part_labels"][lo:hi]
+    for label in np.unique(labels).tolist():
+        ks = np.flatnonzero(labels == label)
+        first = int(ks[0]) + lo
+        data = SEPARATOR.join([pieces[k] for k in ks.tolist()])
+        at = int(job["part_starts"][first])
+        if not job["part_first"][first]:
+            data, at = SEPARATOR + data, at - len(SEPARATOR)
+        os.pwrite(fds[label], data, at)
 
 
 def _write_parsed(
@@ -735,9 +759,12 @@ def _write_parsed(
     transform,
     at: int = 2,
     leading: bool = True,
+    parts: dict | None = None,
 ) -> int:
     """Write the records `order` from byte `at` on by re-serialising them from the source;
     return the end. `leading`: the first of them opens the array (no separator before it).
+    `parts` (see `write_segments`): also write each record to its part file, the arrays
+    given aligned with `order`.
 
     With the canonical lengths known (and no transform), the output is split by size into
     `workers` stretches written by that many processes at their own offsets."""
@@ -750,7 +777,7 @@ def _write_parsed(
         "out": tmp,
         "transform": transform,
     }
-    parts = [(0, order.size, at)]
+    stretches = [(0, order.size, at)]
     total = None
     lead = len(SEPARATOR) if leading else 0  # the separator the first record goes without
     if index.canonical_lengths is not None and transform is None:
@@ -759,15 +786,19 @@ def _write_parsed(
         if workers > 1 and order.size >= 2 * workers:
             cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, workers) / workers) + 1
             edges = [0, *sorted(set(np.clip(cuts, 1, order.size - 1).tolist())), order.size]
-            parts = [
+            stretches = [
                 (a, b, at + (int(sizes[a - 1]) - lead if a else 0))
                 for a, b in zip(edges[:-1], edges[1:], strict=True)
             ]
         os.ftruncate(fd, total)
     jobs = [
         {**job, "order": order[a:b], "at": start, "first": leading and a == 0}
-        for a, b, start in parts
+        for a, b, start in stretches
     ]
+    if parts is not None:
+        for j, (a, b, _) in zip(jobs, stretches, strict=True):
+            j["part_files"] = parts["files"]
+            j.update({k: parts[k][a:b] for k in ("part_labels", "part_starts", "part_first")})
     if len(jobs) == 1:
         end = _write_part(jobs[0])
     else:
@@ -809,9 +840,17 @@ def write_segments(
     *,
     workers: int = 1,
     transform: Callable[[dict], dict] | None = None,
+    parts: tuple[Sequence[int] | np.ndarray, Sequence[str | Path]] | None = None,
 ) -> int:
     """`write_array` of several indexed files into one array: the records of each
-    (index, order) segment in turn; return the count."""
+    (index, order) segment in turn; return the count.
+
+    `parts` = (labels, dests): also write each record into one more array, `dests[label]`,
+    `labels` giving the label of every written record in output order. Each dest then
+    holds its records in output order, in the same format; the records are serialised once
+    and the part files written by the same processes, at offsets known from the canonical
+    lengths (so this needs indexes scanned with digests and no transform).
+    """
     checked = []
     for index, order in segments:
         order = np.asarray(order, dtype=np.int64).reshape(-1)
@@ -823,70 +862,57 @@ def write_segments(
             raise StageError(f"{src}: changed since it was scanned; run the stage again")
         if order.size:
             checked.append((index, order))
-    with atomic_path(out_path) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_path))
+        layout = None
+        if parts is not None:
+            labels, dests = np.asarray(parts[0], dtype=np.int64), list(parts[1])
+            if transform is not None or any(i.canonical_lengths is None for i, _ in checked):
+                raise ValueError("part files need canonical lengths (digests) and no transform")
+            lengths = np.concatenate([i.canonical_lengths[o] for i, o in checked] or [[]])
+            if labels.shape != lengths.shape:
+                raise ValueError(f"{labels.size} labels for {lengths.size} records")
+            files = [stack.enter_context(atomic_path(d)) for d in dests]
+            layout = _part_layout(labels, lengths.astype(np.int64), files)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.pwrite(fd, b"[\n", 0)
-            end = 2
+            end, done = 2, 0
             for k, (index, order) in enumerate(checked):
-                end = _write_parsed(index, order, tmp, fd, workers, transform, end, k == 0)
+                span = None
+                if layout is not None:
+                    span = {**layout}
+                    for key in ("part_labels", "part_starts", "part_first"):
+                        span[key] = layout[key][done : done + order.size]
+                end = _write_parsed(index, order, tmp, fd, workers, transform, end, k == 0, span)
+                done += order.size
             os.pwrite(fd, b"\n]\n" if checked else b"]\n", end)
         finally:
             os.close(fd)
     return sum(int(order.size) for _, order in checked)
 
 
-def split_written(
-    src: str | Path, lengths: np.ndarray, labels: np.ndarray, dests: Sequence[str | Path]
-) -> list[int]:
-    """Write the records of an array `write_array` wrote to `src` into one array per label.
-
-    `lengths[i]` is the byte length of the i-th record of `src` (its canonical length) and
-    `labels[i]` the index in `dests` of the file it goes to; each dest gets its records in
-    `src`'s order, in the same format. Bytes are copied, never parsed: one pass over `src`.
-    Returns the record count of each dest; every dest appears atomically.
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    labels = np.asarray(labels, dtype=np.int64)
+def _part_layout(labels: np.ndarray, lengths: np.ndarray, files: list[Path]) -> dict:
+    """Where each record goes in its part file; the part files created at their final size,
+    with their brackets."""
+    if labels.size and (labels.min() < 0 or labels.max() >= len(files)):
+        raise ValueError(f"labels must lie in 0..{len(files) - 1}")
     sep = len(SEPARATOR)
-    starts = 2 + np.concatenate(([0], np.cumsum(lengths + sep)[:-1])) if lengths.size else lengths
-    expected = int(starts[-1] + lengths[-1]) + 3 if lengths.size else 4
-    if Path(src).stat().st_size != expected:
-        raise StageError(f"{src}: {Path(src).stat().st_size} bytes, expected {expected}")
-    counts = [0] * len(dests)
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_path(d)) for d in dests]
-        outs = [stack.enter_context(open(t, "wb", buffering=WRITE_BUFFER)) for t in tmps]
-        for out in outs:
-            out.write(b"[\n")
-        fd = os.open(src, os.O_RDONLY)
-        try:
-            batch_of = np.cumsum(lengths + sep) // WRITE_BATCH_BYTES
-            bounds = np.concatenate(([0], np.flatnonzero(np.diff(batch_of)) + 1, [lengths.size]))
-            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-                if lo == hi:
-                    continue
-                base = int(starts[lo])
-                size = int(starts[hi - 1] + lengths[hi - 1]) - base
-                block = memoryview(os.pread(fd, size, base))
-                rows = zip(
-                    (starts[lo:hi] - base).tolist(),
-                    lengths[lo:hi].tolist(),
-                    labels[lo:hi].tolist(),
-                    strict=True,
-                )
-                for at, n, label in rows:
-                    out = outs[label]
-                    if counts[label]:
-                        out.write(SEPARATOR)
-                    out.write(block[at : at + n])
-                    counts[label] += 1
-        finally:
-            os.close(fd)
-        for out, count in zip(outs, counts, strict=True):
-            out.write(b"\n]\n" if count else b"]\n")
-            out.close()
-    return counts
+    starts = np.zeros(labels.size, dtype=np.int64)
+    first = np.zeros(labels.size, dtype=bool)
+    for label, path in enumerate(files):
+        rows = np.flatnonzero(labels == label)
+        sizes = lengths[rows] + sep
+        starts[rows] = 2 + np.concatenate(([0], np.cumsum(sizes)[:-1])) if rows.size else 0
+        if rows.size:
+            first[rows[0]] = True
+        end = 2 + int(sizes.sum()) - sep if rows.size else 2
+        with open(path, "wb") as fh:
+            fh.write(b"[\n")
+            fh.truncate(end)
+            fh.seek(end)
+            fh.write(b"\n]\n" if rows.size else b"]\n")
+    return {"files": files, "part_labels": labels, "part_starts": starts, "part_first": first}
 
 
 def iter_records(index: RecordIndex, order):

@@ -170,11 +170,14 @@ def multiplicities(
         rows = split.rows_of(part.source)
         rows_of[part.name] = rows
         value = amounts.of[part.name]
-        digests = split.index.digests[rows]
         if isinstance(value, str):
+            digests = split.index.digests[rows]
             chosen = mixcore.sample(value, digests, amounts.seed, f"{recipe.weights}.{part.name}")
             mult[part.split][rows[chosen]] = 1
+        elif value == int(value):  # a whole weight repeats the part: no draws needed
+            mult[part.split][rows] = int(value)
         else:
+            digests = split.index.digests[rows]
             mult[part.split][rows] = mixcore.multiplicity(
                 [part.name] * rows.size, digests, {part.name: value}, amounts.seed
             )
@@ -211,22 +214,21 @@ def write_recipe(
     folder: Path,
     workers: int = 2,
 ) -> None:
-    """The training file `out` (records in emission order) and, copied from it, one file
-    per part in `folder` (`<part>.json`, its records in the same order); files of parts no
-    longer in the recipe are removed."""
+    """The training file `out` (records in emission order) and, written in the same pass,
+    one file per part in `folder` (`<part>.json`, its records in the same order); files of
+    parts no longer in the recipe are removed."""
     segments = emission_segments(recipe, mult)
-    jsonscan.write_segments(
-        [(indexes[s].index, order) for s, order in segments], out, workers=workers
-    )
-    lengths = [indexes[s].index.canonical_lengths[order] for s, order in segments]
-    codes = [labels[s][order] for s, order in segments]
     folder.mkdir(parents=True, exist_ok=True)
     names = [p.name for p in recipe.parts]
-    jsonscan.split_written(
+    codes = [labels[s][order] for s, order in segments]
+    jsonscan.write_segments(
+        [(indexes[s].index, order) for s, order in segments],
         out,
-        np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
-        np.concatenate(codes) if codes else np.zeros(0, np.int64),
-        [folder / f"{name}.json" for name in names],
+        workers=workers,
+        parts=(
+            np.concatenate(codes) if codes else np.zeros(0, np.int64),
+            [folder / f"{name}.json" for name in names],
+        ),
     )
     for stray in sorted(folder.glob("*.json")):
         if stray.stem not in names:

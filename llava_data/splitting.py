@@ -388,6 +388,25 @@ def save_index(
     )
 
 
+class LazyIds(Sequence):
+    """The ids of an index, decoded from its blob only when one is asked for (a recipe
+    needs the ids of the records it reports, not of the million it writes)."""
+
+    def __init__(self, blob: bytes, lengths: np.ndarray):
+        self.blob = blob
+        self.ends = np.cumsum(lengths)
+
+    def __len__(self) -> int:
+        return int(self.ends.size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        start = int(self.ends[i - 1]) if i else 0
+        return self.blob[start : int(self.ends[i])].decode("utf-8")
+
+
 @dataclass
 class SplitIndex:
     """A split's index as the mix stage reads it: the records and the part of each."""
@@ -408,15 +427,12 @@ def load_index(path: Path) -> SplitIndex:
     except (OSError, ValueError) as err:
         raise StageError(f"{path} cannot be read ({err}); run its split stage again") from None
     with npz:
-        blob = npz["ids_blob"].tobytes()
-        ends = np.cumsum(npz["ids_len"]).tolist()
-        starts = [0, *ends[:-1]]
         source = Path(str(npz["source"]))
         index = jsonscan.RecordIndex(
             path=source,
             offsets=npz["offsets"],
             lengths=npz["lengths"],
-            ids=[blob[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)],
+            ids=LazyIds(npz["ids_blob"].tobytes(), npz["ids_len"]),
             id_was_int=npz["id_was_int"],
             images=[],
             digests=npz["digests"],

@@ -21,7 +21,7 @@ import yaml
 from llava_data.common import StageError, run_main, write_json
 from llava_data.layout import TreeSpec, parse_max_ratio, unsafe_parts
 from llava_data.origins import Origin
-from llava_data.recipes import Amounts, parse_recipes
+from llava_data.recipes import Amounts, Recipe
 from llava_data.splitting import parse_splits
 from llava_data.validate import ValidationParams
 
@@ -104,15 +104,20 @@ def problems_of(params: dict, registry: dict) -> list[str]:
     attempt(lambda: parse_max_ratio(params.get("extract")))
     attempt(lambda: ValidationParams.parse(params.get("validate")))
     splits = attempt(lambda: parse_splits(params.get("splits")))
-    if splits is not None:
-        recipes = attempt(lambda: parse_recipes(params.get("recipes"), splits)) or {}
-        for recipe in recipes.values():
+    raw_recipes = params.get("recipes")
+    if not isinstance(raw_recipes, dict) or not raw_recipes:
+        problems.append("params.yaml: `recipes` must map recipe names to their parts")
+    elif splits is not None:
+        for name, raw in raw_recipes.items():  # each recipe on its own: every problem listed
+            recipe = attempt(lambda n=name, r=raw: Recipe.parse(str(n), r, splits))
+            if recipe is None:
+                continue
             section = recipe.weights.split(".")
-            raw = params.get(section[0])
+            amounts = params.get(section[0])
             if len(section) > 1:
-                raw = (raw or {}).get(section[1]) if isinstance(raw, dict) else None
+                amounts = amounts.get(section[1]) if isinstance(amounts, dict) else None
             names = [p.name for p in recipe.parts]
-            attempt(lambda r=recipe, raw=raw, n=names: Amounts.parse(r.weights, raw, n))
+            attempt(lambda r=recipe, a=amounts, n=names: Amounts.parse(r.weights, a, n))
     return problems
 
 

@@ -43,3 +43,14 @@ def test_every_problem_is_listed_at_once():
     for named in ("validate.policy", "mix.allava", "layout.copies.nonexistent: 'nonexistent'"):
         assert named in text
     assert "a relative path inside data/, got '../outside.json'" in text
+
+
+def test_recipes_and_their_amounts_are_checked_with_the_mix_stages_parsers():
+    params, registry = committed()
+    params["mixtures"]["llava_v1_5_665k"]["vqav2"] = "lots"
+    del params["mixtures"]["sharegpt4v_665k"]["sam"]
+    params["recipes"]["mix1m_no_allava_llava_half"]["parts"]["extra"] = "mix1m/nope"
+    text = "\n".join(problems_of(params, registry))
+    assert "mixtures.llava_v1_5_665k.vqav2: 'lots' is not one of" in text
+    assert "mixtures.sharegpt4v_665k.sam: missing" in text
+    assert "recipes.mix1m_no_allava_llava_half.parts.extra: 'mix1m/nope'" in text

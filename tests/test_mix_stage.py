@@ -172,21 +172,24 @@ def test_write_segments_joins_several_files_into_one_array(tmp_path):
     assert out.read_bytes() == b"[\n]\n"
 
 
-def test_split_written_copies_each_records_bytes_to_its_part_file(tmp_path):
-    records = [rec(i, f"a/{i}.jpg", "Q" * i) for i in range(5)]
-    index = scanned(tmp_path, records)
-    order = [3, 0, 4, 3, 1]
-    jsonscan.write_array(index, order, tmp_path / "all.json")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_write_segments_also_writes_each_record_to_its_part_file(tmp_path, workers):
+    a = scanned(tmp_path, [rec(i, f"a/{i}.jpg", "Q" * i) for i in range(5)], "a.json")
+    b = scanned(tmp_path, [rec(9, "c/z.jpg", "S")], "b.json")
+    segments = [(a, [3, 0, 4]), (b, [0]), (a, [3, 1])]
     dests = [tmp_path / "p0.json", tmp_path / "p1.json", tmp_path / "p2.json"]
-    counts = jsonscan.split_written(
-        tmp_path / "all.json", index.canonical_lengths[order], [1, 0, 1, 1, 0], dests
+    labels = [1, 0, 1, 1, 1, 0]
+    n = jsonscan.write_segments(
+        segments, tmp_path / "all.json", workers=workers, parts=(labels, dests)
     )
-    assert counts == [2, 3, 0]
-    for dest, rows in zip(dests, ([0, 1], [3, 4, 3], []), strict=True):
-        jsonscan.write_array(index, rows, tmp_path / "want.json")
-        assert dest.read_bytes() == (tmp_path / "want.json").read_bytes()
-    with pytest.raises(StageError, match="expected"):
-        jsonscan.split_written(tmp_path / "all.json", index.canonical_lengths[[0]], [0], dests)
+    assert n == 6
+    written = orjson.loads((tmp_path / "all.json").read_bytes())
+    for label, dest in enumerate(dests):
+        want = [r for r, lab in zip(written, labels, strict=True) if lab == label]
+        jsonscan.write_array(scanned(tmp_path, want, "want.json"), range(len(want)), tmp_path / "w")
+        assert dest.read_bytes() == (tmp_path / "w").read_bytes(), label
+    with pytest.raises(ValueError, match="labels"):
+        jsonscan.write_segments(segments, tmp_path / "x.json", parts=([0], dests))
 
 
 def test_the_split_index_has_the_same_bytes_whatever_writes_it(tmp_path):
