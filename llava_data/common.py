@@ -196,3 +196,12 @@ def write_report(path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...
         fh.write("\t".join(header) + "\n")
         for row in rows:
             fh.write("\t".join(row) + "\n")
+
+
+def swap_in(tmp: Path, final: Path) -> None:
+    """Replace `final` by the finished `tmp` tree."""
+    old = temporary(final, "old")
+    if final.exists() or final.is_symlink():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    remove_path(old)

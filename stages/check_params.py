@@ -1,8 +1,8 @@
 """Check every parameter before any stage runs, so a bad value stops the build at once.
 
-Reads params.yaml (`profile`, `extract`, `validate`, `splits`, `recipes`, `mix`, `mixtures`)
-and the registry (`sources`, `layout`) and checks each value with the same parser the
-stage that uses it runs. Every fetch stage depends on this stage's output, so DVC runs it
+Reads params.yaml (`profile`, `extract`, `validate`, `splits`, `recipes`, `mix`, `mixtures`,
+`exports`) and the registry (`sources`, `layout`) and checks each value with the same
+parser the stage that uses it runs. Every fetch stage depends on this stage's output, so DVC runs it
 first: a typo in any parameter stops `dvc repro` and `dvc exp run` here, before DVC has
 touched a single output, with one line per problem. Writes `--out`, whose content only
 names what was checked (it never changes with the values, so nothing downstream re-runs
@@ -19,13 +19,14 @@ from pathlib import Path
 import yaml
 
 from llava_data.common import StageError, run_main, write_json
+from llava_data.exports import ExportParams
 from llava_data.layout import TreeSpec, parse_max_ratio, unsafe_parts
 from llava_data.origins import Origin
 from llava_data.recipes import Amounts, Recipe
 from llava_data.splitting import parse_splits
 from llava_data.validate import ValidationParams
 
-PARAMS = ("profile", "extract", "validate", "splits", "recipes", "mix", "mixtures")
+PARAMS = ("profile", "extract", "validate", "splits", "recipes", "mix", "mixtures", "exports")
 REGISTRY = ("sources", "layout")
 
 
@@ -118,6 +119,8 @@ def problems_of(params: dict, registry: dict) -> list[str]:
                 amounts = amounts.get(section[1]) if isinstance(amounts, dict) else None
             names = [p.name for p in recipe.parts]
             attempt(lambda r=recipe, a=amounts, n=names: Amounts.parse(r.weights, a, n))
+        names = sorted(str(n) for n in raw_recipes)
+        attempt(lambda: ExportParams.parse(params.get("exports"), names))
     return problems
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import zipfile
 import zlib
@@ -36,6 +35,7 @@ from llava_data.common import (
     remove_path,
     remove_stale,
     run_main,
+    swap_in,
     temporary,
 )
 from llava_data.layout import (
@@ -104,15 +104,6 @@ def manifest_text(dest: str, rows: list, header: str = "") -> str:
         extra = f"\t{damage[0]}" if damage and damage[0] else ""
         lines.append(f"{dest}/{path}\t{size}\t{crc:08x}{extra}\n")
     return "".join(lines)
-
-
-def swap_in(tmp: Path, final: Path) -> None:
-    """Replace `final` by the finished `tmp` tree."""
-    old = temporary(final, "old")
-    if final.exists() or final.is_symlink():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    remove_path(old)
 
 
 def make_aliases(data_root: Path, dest: str, aliases: tuple[str, ...]) -> None:

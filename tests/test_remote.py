@@ -66,6 +66,26 @@ def test_push_then_pull_into_a_fresh_clone_rebuilds_without_upstream(s3, built, 
         assert tree_digest(mate / folder) == tree_digest(built / folder), folder
 
 
+def test_a_trainer_pulls_one_recipes_shards_and_nothing_else(s3, built, tmp_path):
+    use_remote(built, s3.endpoint)
+    dvc_s3("push", cwd=built)
+    trainer = clone(tmp_path / "trainer")
+    use_remote(trainer, s3.endpoint)
+    dvc_s3("pull", "--glob", "export@llava_v1_5_665k-*", cwd=trainer)
+    for fmt in ("webdataset", "parquet", "llamafactory"):
+        folder = f"exports/llava_v1_5_665k/{fmt}"
+        assert tree_digest(trainer / folder) == tree_digest(built / folder), folder
+    tracked = set(run(["git", "ls-files"], trainer).stdout.splitlines())
+    pulled = sorted(
+        rel
+        for p in trainer.rglob("*")
+        if p.is_file() and not {".git", ".dvc"} & set(p.relative_to(trainer).parts)
+        and (rel := str(p.relative_to(trainer))) not in tracked
+    )  # fmt: skip
+    assert pulled and all(p.startswith("exports/llava_v1_5_665k/") for p in pulled), pulled
+    assert not (trainer / "downloads").exists() and not (trainer / "manifests").exists()
+
+
 def test_server_going_away_mid_push_is_reported_and_a_second_push_completes(s3, built, tmp_path):
     port = int(s3.endpoint.rsplit(":", 1)[1])
     proxy = CuttingProxy(port, limit=60_000)
