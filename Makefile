@@ -12,7 +12,7 @@ UPSTREAM := --registry sources.yaml --profile full --local-copies sources.local.
 	--mirrors mirrors.local.yaml
 PROFILE = $(shell $(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
 
-.PHONY: env repro sources check-upstream test lint verify miniature lock bench-layout bench-mix bench-images s3-local clean-env
+.PHONY: env repro sources check-upstream test lint verify miniature lock bench-layout bench-mix bench-images bench-exports s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -67,6 +67,9 @@ bench-layout: env
 
 bench-mix: env
 	$(BIN)/python -m bench.mix
+
+bench-exports: env
+	$(BIN)/python -m bench.exports --images 200000 --remote
 
 bench-images: env
 	$(BIN)/python -m bench.images

@@ -23,17 +23,21 @@ same bytes for the same records on any machine:
   (`messages` of role/content with roles user/assistant, `images` relative to the data
   root, which is its `media_dir`) and `dataset_info.json` with the entry naming it.
 
-Text-only records carry no image in any format; a record's images are all exported.
+Text-only records carry no image in any format; a record's images are all exported. A
+record whose image is missing (kept by `validate.policy: keep`) is left out, and counted.
 """
 
 from __future__ import annotations
 
-import io
+import collections
+import itertools
 import json
 import re
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import orjson
@@ -100,6 +104,17 @@ def recipe_records(yaml_path: Path) -> Iterator[Record]:
             yield Record(record, path.stem)
 
 
+def with_images_present(records, data_root: Path, skipped: list) -> Iterator[Record]:
+    """The records all of whose images are files under `data_root`; the others (only
+    `validate.policy: keep` lets such a record into a recipe) go to `skipped`: a shard
+    cannot carry an image that does not exist."""
+    for rec in records:
+        if all((data_root / rel).is_file() for rel in rec.images):
+            yield rec
+        else:
+            skipped.append(rec)
+
+
 def read_image(data_root: Path, rel: str, record: dict) -> bytes:
     path = data_root / rel
     try:
@@ -122,48 +137,99 @@ def _extension(rel: str) -> str:
     return SAFE.sub("", suffix) or "bin"
 
 
-def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+def _tar_header(name: str, size: int) -> bytes:
+    """A USTAR header with fixed metadata: mtime 0, owner 0, no owner names, mode 0644."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.size, info.mtime, info.mode = size, 0, 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    return info, io.BytesIO(data)
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
 
-def write_webdataset(records, data_root: Path, out: Path, name: str, shard_bytes: int) -> dict:
-    """Tar shards and the wids index into the folder `out`; returns counts."""
-    shards: list[dict] = []
-    tar = None
-    size = 0
+def _padded(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
-    def close() -> None:
-        nonlocal tar
-        if tar is not None:
-            tar.close()
-            path = out / shards[-1]["url"]
-            shards[-1]["filesize"] = path.stat().st_size
-            tar = None
 
+def _write_shard(job: dict) -> int:
+    """Write one planned shard, byte for byte what `tarfile` writes for the same members;
+    return its size."""
+    data_root = Path(job["data_root"])
+    with open(job["path"], "wb", buffering=1 << 20) as fh:
+        for key, record_json, images in job["samples"]:
+            members = [(f"{key}.json", record_json)]
+            members += [(name, (data_root / rel).read_bytes()) for name, rel in images]
+            for name, data in members:
+                fh.write(_tar_header(name, len(data)))
+                fh.write(data)
+                fh.write(bytes(_padded(len(data)) - len(data)))
+        fh.write(bytes(2 * tarfile.BLOCKSIZE))
+        fh.write(bytes(-fh.tell() % tarfile.RECORDSIZE))
+        return fh.tell()
+
+
+def plan_webdataset(records, data_root: Path, name: str, shard_bytes: int):
+    """The shards in order, each as it fills: {"url", "samples": [(key, record JSON,
+    [(member name, image path)])]}. Image sizes come from the file system: the plan holds
+    one shard's records, never their images."""
+    shard = None
+    size = count = 0
     for n, rec in enumerate(records):
         key = sample_key(n, rec.record)
-        members = [(f"{key}.json", orjson.dumps(rec.record))]
+        record_json = orjson.dumps(rec.record)
         images = rec.images
-        for i, rel in enumerate(images):
-            tag = f"{i}." if len(images) > 1 else ""
-            members.append(
-                (f"{key}.{tag}{_extension(rel)}", read_image(data_root, rel, rec.record))
-            )
-        sample_size = sum(512 + -(-len(d) // 512) * 512 for _, d in members)
-        if tar is None or (size + sample_size > shard_bytes and shards[-1]["nsamples"]):
-            close()
-            shards.append({"url": f"{name}-{len(shards):06d}.tar", "nsamples": 0, "filesize": 0})
-            tar = tarfile.open(out / shards[-1]["url"], "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by close())
+        tags = [f"{i}." if len(images) > 1 else "" for i in range(len(images))]
+        names = [f"{key}.{tag}{_extension(rel)}" for tag, rel in zip(tags, images, strict=True)]
+        sample_size = tarfile.BLOCKSIZE + _padded(len(record_json))
+        for rel in images:
+            try:
+                sample_size += tarfile.BLOCKSIZE + _padded((data_root / rel).stat().st_size)
+            except OSError:
+                read_image(data_root, rel, rec.record)  # raises the error that names it
+        if shard is None or (size + sample_size > shard_bytes and shard["samples"]):
+            if shard is not None:
+                yield shard
+            shard = {"url": f"{name}-{count:06d}.tar", "samples": []}
+            count += 1
             size = 0
-        for member, data in members:
-            tar.addfile(*_member(member, data))
-        shards[-1]["nsamples"] += 1
+        shard["samples"].append((key, record_json, list(zip(names, images, strict=True))))
         size += sample_size
-    close()
+    if shard is not None:
+        yield shard
+
+
+def write_webdataset(
+    records, data_root: Path, out: Path, name: str, shard_bytes: int, workers: int = 2
+) -> dict:
+    """Tar shards and the wids index into the folder `out`; returns counts. Shards are
+    planned in order here and written by `workers` processes (in this one when there is a
+    single shard), at most `workers` planned shards waiting: memory stays a few shards'
+    records, whatever the recipe's size."""
+    plan = plan_webdataset(records, data_root, name, shard_bytes)
+    head = list(itertools.islice(plan, 2))
+    shards: list[dict] = []
+
+    def job(shard: dict) -> dict:
+        shards.append({"url": shard["url"], "nsamples": len(shard["samples"]), "filesize": 0})
+        return {
+            "path": str(out / shard["url"]),
+            "samples": shard["samples"],
+            "data_root": str(data_root),
+        }
+
+    if len(head) < 2 or workers <= 1:
+        for shard in itertools.chain(head, plan):
+            written = _write_shard(job(shard))
+            shards[-1]["filesize"] = written
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            pending: collections.deque = collections.deque()
+            for shard in itertools.chain(head, plan):
+                pending.append((len(shards), pool.submit(_write_shard, job(shard))))
+                while len(pending) > workers:
+                    k, fut = pending.popleft()
+                    shards[k]["filesize"] = fut.result()
+            for k, fut in pending:
+                shards[k]["filesize"] = fut.result()
     index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name}
     index["shardlist"] = shards
     (out / f"{name}.wids.json").write_text(dumps_json(index), encoding="utf-8")

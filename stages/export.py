@@ -43,7 +43,10 @@ def main(argv=None) -> None:
     remove_path(tmp)
     tmp.mkdir(parents=True)
     try:
-        records = exports.recipe_records(args.yaml)
+        skipped: list = []
+        records = exports.with_images_present(
+            exports.recipe_records(args.yaml), args.data_root, skipped
+        )
         if args.format == "webdataset":
             exports.write_webdataset(records, args.data_root, tmp, args.recipe, params.shard_bytes)
         elif args.format == "parquet":
@@ -53,6 +56,13 @@ def main(argv=None) -> None:
         else:
             exports.write_llamafactory(records, tmp, args.recipe)
         swap_in(tmp, args.out)
+        if skipped:
+            ids = ", ".join(repr(r.record.get("id")) for r in skipped[:5])
+            print(
+                f"{args.recipe} ({args.format}): left out {len(skipped)} records whose images "
+                f"do not exist (validate.policy keeps them in the recipe), e.g. {ids}",
+                file=sys.stderr,
+            )
     finally:
         remove_path(tmp)
 

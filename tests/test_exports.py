@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import sys
 import tarfile
@@ -211,9 +212,12 @@ def test_webdataset_shards_close_at_the_size_and_members_have_fixed_metadata(tmp
     ]
     records.append(Record({"id": "t", "image": ["0.jpg", "1.jpg"], "conversations": []}, "q"))
     records.append(Record({"id": "text", "conversations": []}, "q"))
-    out = tmp_path / "out"
+    out, one = tmp_path / "out", tmp_path / "one"
     out.mkdir()
+    one.mkdir()
     counts = write_webdataset(records, tmp_path / "data", out, "r", shard_bytes=4096)
+    assert write_webdataset(records, tmp_path / "data", one, "r", 4096, workers=1) == counts
+    assert digest_tree(one) == digest_tree(out)  # two processes or one: the same bytes
     index = json.loads((out / "r.wids.json").read_text())
     assert counts == {"samples": 7, "shards": len(index["shardlist"])} and counts["shards"] > 1
     assert sum(s["nsamples"] for s in index["shardlist"]) == 7
@@ -243,3 +247,36 @@ def test_the_parquet_schema_is_the_one_datasets_makes_of_its_features():
     expected = features.arrow_schema
     assert arrow_schema().equals(expected, check_metadata=True)
     assert datasets.Features.from_arrow_schema(arrow_schema()) == features
+
+
+def test_a_shard_is_byte_for_byte_what_tarfile_writes_for_its_members(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(700))
+    records = [Record({"id": "x", "image": "a.png", "conversations": []}, "p")]
+    out = tmp_path / "out"
+    out.mkdir()
+    write_webdataset(records, tmp_path / "data", out, "r", shard_bytes=1 << 20)
+    with tarfile.open(tmp_path / "ref.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (
+            ("000000000_x.json", orjson.dumps(records[0].record)),
+            ("000000000_x.png", (tmp_path / "data/a.png").read_bytes()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "", ""
+            tar.addfile(info, io.BytesIO(data))
+    assert (out / "r-000000.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
+
+
+def test_records_whose_images_are_missing_are_left_out_and_counted(tmp_path):
+    from llava_data.exports import with_images_present
+
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    records = [
+        Record({"id": "1", "image": "a.jpg"}, "p"),
+        Record({"id": "2", "image": "gone.jpg"}, "p"),
+        Record({"id": "3", "image": ["a.jpg", "gone.jpg"]}, "p"),
+        Record({"id": "4"}, "q"),
+    ]
+    skipped: list = []
+    kept = [r.record["id"] for r in with_images_present(records, tmp_path, skipped)]
+    assert kept == ["1", "4"] and [r.record["id"] for r in skipped] == ["2", "3"]

@@ -9,6 +9,7 @@ credentials) is left out; so is `make test`, which is this suite (CI runs it as 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvcrepo import ROOT, clone, run
+from tests.dvcrepo import ROOT, clone, run, tree_digest
 
 SKIP_MARK = "<!-- not run by tests/test_readme.py:"
 NOT_RUN_HERE = {"make test"}  # this very suite
@@ -65,26 +66,47 @@ def test_the_readme_marks_only_blocks_that_need_the_real_world():
     assert not any(cmd.startswith(".venv/bin/dvc") for cmd in script)
 
 
-@pytest.fixture(scope="module")
-def transcript(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("readme"))
-    # a user's git identity, which `dvc exp run` needs to record an experiment
-    run(["git", "config", "user.email", "user@example.org"], repo)
-    run(["git", "config", "user.name", "A user"], repo)
-    script = script_of((repo / "README.md").read_text(encoding="utf-8"))
-    text = "set -eo pipefail\nset -x\n" + "\n".join(script) + "\n"
-    (repo.parent / "readme.sh").write_text(text, encoding="utf-8")
-    proc = subprocess.run(
+def clean_bash(repo: Path, lines: list[str], name: str) -> subprocess.CompletedProcess:
+    """Run `lines` as one bash script under `env -i` (HOME and a minimal PATH only)."""
+    text = "set -eo pipefail\nset -x\n" + "\n".join(lines) + "\n"
+    (repo.parent / name).write_text(text, encoding="utf-8")
+    return subprocess.run(
         ["env", "-i", f"HOME={os.environ.get('HOME', str(Path.home()))}", f"PATH={CLEAN_PATH}"]
-        + ["bash", str(repo.parent / "readme.sh")],
+        + ["bash", str(repo.parent / name)],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         timeout=1200,
     )
-    assert proc.returncode == 0, f"the README's commands failed:\n{proc.stdout[-6000:]}"
-    return repo, proc.stdout
+
+
+def digest_of(path: Path) -> dict[str, str]:
+    if path.is_file():
+        return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
+    return tree_digest(path)
+
+
+BUILT = ("data", "manifests", "downloads", "work", "exports", "reports", "metrics", "dvc.lock")
+
+
+@pytest.fixture(scope="module")
+def transcript(tmp_path_factory):
+    """The README's commands run in a fresh clone: first up to its build (`make repro`),
+    whose outputs are recorded, then the rest."""
+    repo = clone(tmp_path_factory.mktemp("readme"))
+    # a user's git identity, which `dvc exp run` needs to record an experiment
+    run(["git", "config", "user.email", "user@example.org"], repo)
+    run(["git", "config", "user.name", "A user"], repo)
+    script = script_of((repo / "README.md").read_text(encoding="utf-8"))
+    cut = script.index("make repro") + 1
+    first = clean_bash(repo, script[:cut], "readme-build.sh")
+    assert first.returncode == 0, f"the README's build failed:\n{first.stdout[-6000:]}"
+    built = {name: digest_of(repo / name) for name in BUILT}
+    rest = clean_bash(repo, script[cut:], "readme.sh")
+    out = first.stdout + rest.stdout
+    assert rest.returncode == 0, f"the README's commands failed:\n{rest.stdout[-6000:]}"
+    return repo, out, built
 
 
 def output_of(transcript: str, command: str) -> str:
@@ -96,12 +118,20 @@ def output_of(transcript: str, command: str) -> str:
 
 
 def test_every_readme_command_runs_as_printed_in_a_clean_shell(transcript):
-    repo, out = transcript
+    repo, out, _ = transcript
     assert "Data and pipelines are up to date." in output_of(out, "dvc status")
     assert (repo / "data/open-llava-next/open-llava-next_instruct_mix1M.json").is_file()
 
 
 def test_the_readme_ablation_changes_what_it_says(transcript):
-    _, out = transcript
+    _, out, _ = transcript
     diff = output_of(out, "dvc metrics diff")
     assert "allava" in diff and "dvqa" not in diff
+
+
+def test_two_builds_give_the_same_bytes(transcript, first_build):
+    """The README's build (a fresh clone, a clean shell, `make repro`) and this session's
+    first build (another clone, another path, `dvc repro`): every output and dvc.lock."""
+    _, _, built = transcript
+    for name in BUILT:
+        assert built[name] == digest_of(first_build / name), name

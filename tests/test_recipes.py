@@ -190,7 +190,8 @@ def test_random_sampling_is_seeded_documented_and_nested(built):
     by_draw = sorted(records, key=lambda r: draw(r, 0))
     picked = {}
     for share in (50, 30):
-        dvc("exp", "run", "-S", f"mixtures.llava_v1_5_665k.ocr_vqa=random:{share}%", cwd=built)
+        setting = f"mixtures.llava_v1_5_665k.ocr_vqa=random:{share}%"
+        dvc("exp", "run", "-S", setting, "mix@llava_v1_5_665k", cwd=built)
         picked[share] = {key(r) for r in load(built / "data/recipes/llava_v1_5_665k/ocr_vqa.json")}
         chosen = by_draw[: math.ceil(share * len(records) / 100)]
         assert picked[share] == set(kept(chosen, gone)), share
