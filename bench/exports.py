@@ -193,6 +193,12 @@ def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
     }
     dvc = str(Path(sys.executable).parent / "dvc")
     rows = []
+
+    def sh(cmd, cwd) -> None:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
     with seaweedfs(workdir / "s3") as server:
         for bucket in ("shards", "plain", "archives"):
             server.create_bucket(bucket)
@@ -201,18 +207,17 @@ def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True)
             for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
-                subprocess.run(cmd, cwd=path, check=True, env=env)
-            subprocess.run(
-                [dvc, "remote", "add", "-d", "r", f"s3://{bucket}/store"], cwd=path, check=True
-            )
-            subprocess.run(
-                [dvc, "remote", "modify", "r", "endpointurl", server.endpoint], cwd=path, check=True
-            )
+                sh(cmd, path)
+            sh([dvc, "remote", "add", "-d", "r", f"s3://{bucket}/store"], path)
+            sh([dvc, "remote", "modify", "r", "endpointurl", server.endpoint], path)
+            # the repository's own cache setting (.dvc/config): a pulled file is linked from
+            # the cache, not copied out of it
+            sh([dvc, "config", "cache.type", "reflink,hardlink,copy"], path)
             return path
 
         def timed(cmd, cwd) -> float:
             t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=cwd, check=True, env=env, stdout=subprocess.DEVNULL)
+            sh(cmd, cwd)
             return time.perf_counter() - t0
 
         shards = workdir / f"export-{name}"
@@ -220,13 +225,15 @@ def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
         # DVC: push from one repository, pull into a second one with the same .dvc file
         src = repo(workdir / "dvc-src", "shards")
         shutil.copytree(shards, src / "shards")
-        subprocess.run([dvc, "add", "-q", "shards"], cwd=src, check=True, env=env)
+        sh([dvc, "add", "-q", "shards"], src)
         drop_caches()
         push = timed([dvc, "push", "-q"], src)
+        note(f"dvc push of the shards: {push:.1f} s")
         dst = repo(workdir / "dvc-dst", "shards")
         shutil.copy(src / "shards.dvc", dst / "shards.dvc")
         drop_caches()
         pull = timed([dvc, "pull", "-q"], dst)
+        note(f"dvc pull of the shards: {pull:.1f} s")
         assert tree_bytes(dst / "shards") == size
         # boto3: the same files, uploaded and downloaded one by one with its transfer manager
         s3 = boto3.client(
@@ -261,8 +268,8 @@ def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
                 for p in sorted((data / folder).glob("*.jpg")):
                     zf.write(p, str(p.relative_to(data)))
         asize = tree_bytes(arch / "archives")
-        subprocess.run([dvc, "add", "-q", "archives"], cwd=arch, check=True, env=env)
-        subprocess.run([dvc, "push", "-q"], cwd=arch, check=True, env=env)
+        sh([dvc, "add", "-q", "archives"], arch)
+        apush = timed([dvc, "push", "-q"], arch)
         arch2 = repo(workdir / "dvc-arch2", "archives")
         shutil.copy(arch / "archives.dvc", arch2 / "archives.dvc")
         drop_caches()
@@ -281,20 +288,56 @@ def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
         f"| push the shards | {push:.1f} | {up:.1f} | {push / up:.2f} |",
         f"| pull the shards | {pull:.1f} | {down:.1f} | {pull / down:.2f} |",
         "",
-        f"pull the archives {apull:.1f} s + extract {extract:.1f} s = {apull + extract:.1f} s, "
-        f"{(apull + extract) / pull:.2f}x the shards' pull",
+        f"archives: push {apush:.1f} s ({apush / push:.2f}x the shards'); pull {apull:.1f} s + "
+        f"extract {extract:.1f} s = {apull + extract:.1f} s, {(apull + extract) / pull:.2f}x the "
+        "shards' pull",
     ]
     return rows
+
+
+def throughput(args, workdir: Path) -> list[str]:
+    note(f"generating {args.images} images")
+    t0 = time.perf_counter()
+    image_bytes = generate(workdir, args.images, "bench")
+    note(f"{image_bytes / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s")
+    reports = {}
+    for kind in ("export", "tar"):
+        note(f"running {kind}")
+        reports[kind] = launch(kind, workdir, "bench", args.shard_bytes)
+        note(f"{kind}: {reports[kind]['wall']:.1f} s")
+        shutil.rmtree(workdir / f"{kind}-bench", ignore_errors=True)
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    mb = 1e6
+    ex, tr = reports["export"], reports["tar"]
+    return [
+        f"command: `python -m bench.exports --images {args.images}"
+        + (" --remote" if args.remote else "")
+        + "`",
+        f"machine: nproc {len(os.sched_getaffinity(0))}, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM; "
+        f"page cache dropped before each job: {ex['cold']}",
+        f"images: {args.images}, {image_bytes / 1e9:.2f} GB; shards of at most "
+        f"{args.shard_bytes / 1e9:.2f} GB: {ex['shards']}",
+        "",
+        "| job | wall s | MB/s of images | peak RSS MB |",
+        "|---|---:|---:|---:|",
+        f"| export (2 processes) | {ex['wall']:.1f} | {image_bytes / ex['wall'] / mb:.0f} | "
+        f"{ex['rss'] / mb:.0f} |",
+        f"| tar (2 at a time) | {tr['wall']:.1f} | {image_bytes / tr['wall'] / mb:.0f} | |",
+        "",
+        f"export throughput / tar throughput: {tr['wall'] / ex['wall']:.2f}",
+    ]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.exports", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=200_000)
-    ap.add_argument("--shard-bytes", type=int, default=1_000_000_000)
+    ap.add_argument("--shard-bytes", type=int, default=500_000_000)  # as params.yaml
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--remote", action="store_true", help="also time push/pull (DVC, boto3)")
     ap.add_argument("--remote-images", type=int, default=20_000)
+    ap.add_argument("--remote-only", action="store_true", help="skip the throughput jobs")
     ap.add_argument("--job", choices=["export", "tar"], help=argparse.SUPPRESS)
     ap.add_argument("--name", default="bench", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -304,44 +347,17 @@ def main(argv=None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-exports-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        note(f"generating {args.images} images")
-        t0 = time.perf_counter()
-        image_bytes = generate(workdir, args.images, "bench")
-        note(f"{image_bytes / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s")
-        reports = {}
-        for kind in ("export", "tar"):
-            note(f"running {kind}")
-            reports[kind] = launch(kind, workdir, "bench", args.shard_bytes)
-            note(f"{kind}: {reports[kind]['wall']:.1f} s")
-            shutil.rmtree(workdir / f"{kind}-bench", ignore_errors=True)
-        mb = 1e6
-        ex, tr = reports["export"], reports["tar"]
-        lines = [
-            f"command: `python -m bench.exports --images {args.images}"
-            + (" --remote" if args.remote else "")
-            + "`",
-            f"machine: nproc {len(os.sched_getaffinity(0))}, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM; "
-            f"page cache dropped before each job: {ex['cold']}",
-            f"images: {args.images}, {image_bytes / 1e9:.2f} GB; shards of at most "
-            f"{args.shard_bytes / 1e9:.2f} GB: {ex['shards']}",
-            "",
-            "| job | wall s | MB/s of images | peak RSS MB |",
-            "|---|---:|---:|---:|",
-            f"| export (2 processes) | {ex['wall']:.1f} | {image_bytes / ex['wall'] / mb:.0f} | "
-            f"{ex['rss'] / mb:.0f} |",
-            f"| tar (2 at a time) | {tr['wall']:.1f} | {image_bytes / tr['wall'] / mb:.0f} | |",
-            "",
-            f"export throughput / tar throughput: {tr['wall'] / ex['wall']:.2f}",
-        ]
+        lines = []
+        if not args.remote_only:
+            lines = throughput(args, workdir)
+            print("\n".join(lines), flush=True)
         if args.remote:
             note(f"remote: exporting a {args.remote_images}-image recipe")
             small = workdir / "small"
             small.mkdir(exist_ok=True)
             generate(small, args.remote_images, "small")
             launch("export", small, "small", args.shard_bytes)
-            lines += [""] + remote_bench(small, "small", args.shard_bytes)
-        print("\n".join(lines))
+            print("\n".join([""] + remote_bench(small, "small", args.shard_bytes)))
         return 0
     finally:
         if not args.keep:
