@@ -367,15 +367,13 @@ def dataset_card(name: str, counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def llamafactory_record(record: dict) -> dict:
+def llamafactory_record(rec: Record) -> dict:
     """A training record in LLaMA-Factory's sharegpt format (messages, images)."""
     messages = [
         {"role": ROLES.get(t.get("from"), t.get("from")), "content": t.get("value")}
-        for t in record.get("conversations", [])
+        for t in rec.record.get("conversations", [])
     ]
-    image = record.get("image")
-    images = [] if image is None else [image] if isinstance(image, str) else list(image)
-    return {"messages": messages, "images": images}
+    return {"messages": messages, "images": rec.images}
 
 
 def write_llamafactory(records, out: Path, name: str) -> dict:
@@ -384,7 +382,7 @@ def write_llamafactory(records, out: Path, name: str) -> dict:
     with open(out / f"{name}.json", "wb") as fh:
         fh.write(b"[\n")
         for rec in records:
-            fh.write((b",\n" if count else b"") + orjson.dumps(llamafactory_record(rec.record)))
+            fh.write((b",\n" if count else b"") + orjson.dumps(llamafactory_record(rec)))
             count += 1
         fh.write(b"\n]\n" if count else b"]\n")
     info = {

@@ -104,12 +104,6 @@ class Recipe:
         return list(dict.fromkeys(p.split for p in self.parts))
 
 
-def parse_recipes(raw: object, splits: Mapping[str, SplitSpec]) -> dict[str, Recipe]:
-    if not isinstance(raw, dict) or not raw:
-        raise StageError("params.yaml: `recipes` must map recipe names to their parts")
-    return {str(n): Recipe.parse(str(n), r, splits) for n, r in raw.items()}
-
-
 @dataclass(frozen=True)
 class Amounts:
     """A recipe's weights section: the seed and each part's weight or sampling strategy."""
@@ -188,10 +182,10 @@ def emission_segments(
     recipe: Recipe, mult: Mapping[str, np.ndarray]
 ) -> list[tuple[str, np.ndarray]]:
     """(split, record numbers) in emission order: pass by pass, split by split."""
-    top = max((int(m.max()) for m in mult.values() if m.size), default=0)
-    if len(recipe.splits) == 1:
+    if len(recipe.splits) == 1:  # the same order, as one segment
         only = recipe.splits[0]
         return [(only, mixcore.emission_order(mult[only]))]
+    top = max((int(m.max()) for m in mult.values() if m.size), default=0)
     return [(s, np.flatnonzero(mult[s] > p)) for p in range(top) for s in recipe.splits]
 
 
@@ -213,23 +207,21 @@ def write_recipe(
     out: Path,
     folder: Path,
     workers: int = 2,
-) -> None:
+) -> dict[str, Path]:
     """The training file `out` (records in emission order) and, written in the same pass,
     one file per part in `folder` (`<part>.json`, its records in the same order); files of
-    parts no longer in the recipe are removed."""
+    parts no longer in the recipe are removed. Returns part name -> its file."""
     segments = emission_segments(recipe, mult)
     folder.mkdir(parents=True, exist_ok=True)
-    names = [p.name for p in recipe.parts]
+    files = {p.name: folder / f"{p.name}.json" for p in recipe.parts}
     codes = [labels[s][order] for s, order in segments]
     jsonscan.write_segments(
         [(indexes[s].index, order) for s, order in segments],
         out,
         workers=workers,
-        parts=(
-            np.concatenate(codes) if codes else np.zeros(0, np.int64),
-            [folder / f"{name}.json" for name in names],
-        ),
+        parts=(np.concatenate(codes) if codes else np.zeros(0, np.int64), list(files.values())),
     )
     for stray in sorted(folder.glob("*.json")):
-        if stray.stem not in names:
+        if stray.stem not in files:
             remove_path(stray)
+    return files

@@ -102,8 +102,7 @@ def main(argv=None) -> None:
             problems_all[reason] = problems_all.get(reason, 0) + count
 
     out = Path(recipe.out)
-    recipes.write_recipe(recipe, indexes, mult, labels, out, args.parts)
-    part_files = {p.name: args.parts / f"{p.name}.json" for p in recipe.parts}
+    part_files = recipes.write_recipe(recipe, indexes, mult, labels, out, args.parts)
     with atomic_path(args.yaml) as tmp:
         tmp.write_text(data_yaml(recipe, part_files), encoding="utf-8")
     write_report(args.report, rows, ("id", "part", "image", "reason", "action"))
