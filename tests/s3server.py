@@ -78,10 +78,19 @@ def seaweedfs(workdir: Path, timeout: float = 60) -> Iterator[S3Server]:
         "-s3",
         f"-s3.port={s3}",
         "-volume.max=0",
+        # the S3 gateway's Iceberg and Lance listeners default to fixed ports (8181, 9101):
+        # a second server, or anything else on those ports, would make weed exit
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=1024",
     ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # AWS_* credentials in the environment make weed's gateway require them (and refuse the
+        # anonymous readiness probe): the server runs open, whatever the caller has exported
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     server = S3Server(f"http://127.0.0.1:{s3}", proc, log)
     try:
         deadline = time.monotonic() + timeout
