@@ -41,8 +41,11 @@ check-upstream: env
 	$(BIN)/python -m llava_data.check_upstream $(UPSTREAM)
 
 ## Run the test suite (lint first: it takes a second).
+# a test file per worker, TEST_JOBS at once (each worker builds the miniature it copies from)
+TEST_JOBS ?= 2
+
 test: env lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: env
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -106,8 +107,10 @@ def seaweedfs(workdir: Path, timeout: float = 60) -> Iterator[S3Server]:
                 time.sleep(0.5)
         yield server
     finally:
+        # killed outright: its data is thrown away, and a graceful stop waits 10 s or more
+        # for the volume server's heartbeat
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
 
