@@ -14,9 +14,11 @@ dropping the page cache (when allowed) so that both read the images from disk:
   tar processes at a time, with fixed mtime, owner and format as the export uses.
 
 With `--remote`, it also pushes and pulls the export's shards of a smaller recipe
-(`--remote-images`) through DVC to a SeaweedFS server on loopback, and uploads and
-downloads the same files with boto3; and pushes zip archives of the same images and
-pulls and extracts them, as a teammate would without shards.
+(`--remote-images`, 72,000 by default: 17 shards, twice the files DVC moves at once on
+2 cores) through DVC to a SeaweedFS server on loopback, and uploads and downloads the
+same files with boto3, `--reps` rounds on a fresh server each, with the client and
+server CPU of each step; and pushes zip archives of the same images and pulls and
+extracts them, as a teammate would without shards.
 
 Prints the command, the machine and a Markdown table on stdout (notes go to stderr).
 """
@@ -176,120 +178,222 @@ def tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def remote_bench(workdir: Path, name: str, shard_bytes: int) -> list[str]:
-    """dvc push/pull of the shards vs boto3, and of zip archives + extraction."""
-    import zipfile
+def dvc_jobs() -> int:
+    """How many files DVC moves at once to and from an S3 remote by default (dvc-objects)."""
+    return 4 * (os.cpu_count() or 1)
 
-    import boto3
-    from botocore.config import Config
 
-    from tests.s3server import seaweedfs
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a running process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
-    dvc = str(Path(sys.executable).parent / "dvc")
-    rows = []
 
-    def sh(cmd, cwd) -> None:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+class Remote:
+    """DVC repositories and a boto3 client against one SeaweedFS server, each step measured."""
 
-    with seaweedfs(workdir / "s3") as server:
-        for bucket in ("shards", "plain", "archives"):
-            server.create_bucket(bucket)
+    def __init__(self, workdir: Path, server) -> None:
+        import boto3
+        from botocore.config import Config
 
-        def repo(path: Path, bucket: str) -> Path:
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True)
-            for cmd in (["git", "init", "-q"], [dvc, "init", "-q"]):
-                sh(cmd, path)
-            sh([dvc, "remote", "add", "-d", "r", f"s3://{bucket}/store"], path)
-            sh([dvc, "remote", "modify", "r", "endpointurl", server.endpoint], path)
-            # the repository's own cache setting (.dvc/config): a pulled file is linked from
-            # the cache, not copied out of it
-            sh([dvc, "config", "cache.type", "reflink,hardlink,copy"], path)
-            return path
-
-        def timed(cmd, cwd) -> float:
-            t0 = time.perf_counter()
-            sh(cmd, cwd)
-            return time.perf_counter() - t0
-
-        shards = workdir / f"export-{name}"
-        size = tree_bytes(shards)
-        # DVC: push from one repository, pull into a second one with the same .dvc file
-        src = repo(workdir / "dvc-src", "shards")
-        shutil.copytree(shards, src / "shards")
-        sh([dvc, "add", "-q", "shards"], src)
-        drop_caches()
-        push = timed([dvc, "push", "-q"], src)
-        note(f"dvc push of the shards: {push:.1f} s")
-        dst = repo(workdir / "dvc-dst", "shards")
-        shutil.copy(src / "shards.dvc", dst / "shards.dvc")
-        drop_caches()
-        pull = timed([dvc, "pull", "-q"], dst)
-        note(f"dvc pull of the shards: {pull:.1f} s")
-        assert tree_bytes(dst / "shards") == size
-        # boto3: the same files, uploaded and downloaded one by one with its transfer manager
-        s3 = boto3.client(
+        self.workdir, self.server = workdir, server
+        self.env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        self.dvc = str(Path(sys.executable).parent / "dvc")
+        self.s3 = boto3.client(
             "s3",
             endpoint_url=server.endpoint,
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
             config=Config(retries={"max_attempts": 2}),
         )
-        files = sorted(p for p in shards.iterdir() if p.is_file())
+
+    def sh(self, cmd, cwd) -> None:
+        proc = subprocess.run(cmd, cwd=cwd, env=self.env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
+    def repo(self, path: Path, bucket: str) -> Path:
+        """A git + DVC repository whose default remote is `bucket` on this server."""
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        self.sh(["git", "init", "-q"], path)
+        self.sh([self.dvc, "init", "-q"], path)
+        self.point(path, bucket)
+        # the repository's own cache setting (.dvc/config): a pulled file is linked from the
+        # cache, not copied out of it
+        self.sh([self.dvc, "config", "cache.type", "reflink,hardlink,copy"], path)
+        return path
+
+    def point(self, path: Path, bucket: str) -> None:
+        self.sh([self.dvc, "remote", "add", "-f", "-d", "r", f"s3://{bucket}/store"], path)
+        self.sh([self.dvc, "remote", "modify", "r", "endpointurl", self.server.endpoint], path)
+
+    def measure(self, step) -> dict:
+        """Wall time, client CPU and server CPU of `step` (a command list + cwd, or a callable),
+        after sync and dropping the page cache, so that every step reads from disk."""
         drop_caches()
+        server0 = cpu_seconds(self.server.process.pid)
+        self0, kids0 = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
         t0 = time.perf_counter()
+        if callable(step):
+            step()
+        else:
+            self.sh(*step)
+        wall = time.perf_counter() - t0
+        self1, kids1 = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        client = sum(
+            getattr(b, f) - getattr(a, f)
+            for a, b in ((self0, self1), (kids0, kids1))
+            for f in ("ru_utime", "ru_stime")
+        )
+        server = cpu_seconds(self.server.process.pid) - server0
+        return {"wall": wall, "client": client, "server": server}
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def shard_round(remote: Remote, src: Path, files: list[Path], runs, boto3_first: bool) -> None:
+    """One push + pull by DVC and one upload + download by boto3 of the same files."""
+    workdir = remote.workdir
+    dst = remote.repo(workdir / "dvc-dst", "shards")
+    shutil.copy(src / "shards.dvc", dst / "shards.dvc")
+    down = workdir / "boto3-down"
+
+    def dvc_side() -> None:
+        runs["push"].append(remote.measure(([remote.dvc, "push", "-q"], src)))
+        runs["pull"].append(remote.measure(([remote.dvc, "pull", "-q"], dst)))
+        if tree_bytes(dst / "shards") != sum(p.stat().st_size for p in files):
+            raise SystemExit("dvc pull brought back other bytes than were pushed")
+        shutil.rmtree(dst)
+
+    def upload() -> None:
         for p in files:
-            s3.upload_file(str(p), "plain", p.name)
-        up = time.perf_counter() - t0
-        down_dir = workdir / "boto3-down"
-        shutil.rmtree(down_dir, ignore_errors=True)
-        down_dir.mkdir()
-        drop_caches()
-        t0 = time.perf_counter()
+            remote.s3.upload_file(str(p), "plain", p.name)
+
+    def download() -> None:
         for p in files:
-            s3.download_file("plain", p.name, str(down_dir / p.name))
-        down = time.perf_counter() - t0
-        # archives: the same images as zip archives (stored, as the upstream zips are), pushed
-        # and pulled by DVC, then extracted
-        arch = repo(workdir / "dvc-arch", "archives")
+            remote.s3.download_file("plain", p.name, str(down / p.name))
+
+    def boto3_side() -> None:
+        runs["upload"].append(remote.measure(upload))
+        shutil.rmtree(down, ignore_errors=True)
+        down.mkdir()
+        runs["download"].append(remote.measure(download))
+        shutil.rmtree(down)
+
+    for side in (boto3_side, dvc_side) if boto3_first else (dvc_side, boto3_side):
+        side()
+
+
+def remote_bench(workdir: Path, name: str, reps: int) -> list[str]:
+    """dvc push/pull of the shards vs boto3 (`reps` times, alternating who goes first), and
+    push, pull and extraction of zip archives of the same images."""
+    import zipfile
+
+    from tests.s3server import seaweedfs
+
+    shards = workdir / f"export-{name}"
+    files = sorted(p for p in shards.iterdir() if p.is_file())
+    size = tree_bytes(shards)
+    data = workdir / "data"
+    folders = sorted({str(p.parent.relative_to(data)) for p in data.rglob("*.jpg")})
+
+    # archives first, so that the images can go before the shards' runs: the same images as
+    # zip archives (stored, as the upstream zips are), pushed and pulled by DVC, then extracted
+    with seaweedfs(workdir / "s3-archives") as server:
+        server.create_bucket("archives")
+        remote = Remote(workdir, server)
+        arch = remote.repo(workdir / "dvc-arch", "archives")
         (arch / "archives").mkdir()
-        data = workdir / "data"
-        folders = sorted({str(p.parent.relative_to(data)) for p in data.rglob("*.jpg")})
         for k, folder in enumerate(folders):
             with zipfile.ZipFile(arch / "archives" / f"{k}.zip", "w", zipfile.ZIP_STORED) as zf:
                 for p in sorted((data / folder).glob("*.jpg")):
                     zf.write(p, str(p.relative_to(data)))
+        shutil.rmtree(data)
         asize = tree_bytes(arch / "archives")
-        sh([dvc, "add", "-q", "archives"], arch)
-        apush = timed([dvc, "push", "-q"], arch)
-        arch2 = repo(workdir / "dvc-arch2", "archives")
+        remote.sh([remote.dvc, "add", "-q", "archives"], arch)
+        apush = remote.measure(([remote.dvc, "push", "-q"], arch))
+        note(f"dvc push of the archives: {apush['wall']:.1f} s")
+        arch2 = remote.repo(workdir / "dvc-arch2", "archives")
         shutil.copy(arch / "archives.dvc", arch2 / "archives.dvc")
-        drop_caches()
-        apull = timed([dvc, "pull", "-q"], arch2)
-        t0 = time.perf_counter()
-        for z in sorted((arch2 / "archives").glob("*.zip")):
-            with zipfile.ZipFile(z) as zf:
-                zf.extractall(arch2 / "extracted")
-        extract = time.perf_counter() - t0
+        shutil.rmtree(arch)
+        apull = remote.measure(([remote.dvc, "pull", "-q"], arch2))
+
+        def extract() -> None:
+            for z in sorted((arch2 / "archives").glob("*.zip")):
+                with zipfile.ZipFile(z) as zf:
+                    zf.extractall(arch2 / "extracted")
+
+        aextract = remote.measure(extract)
+        note(f"dvc pull of the archives {apull['wall']:.1f} s, extraction {aextract['wall']:.1f} s")
+        shutil.rmtree(arch2)
+
+    # the shards: a fresh server per round; DVC pushes from one repository and pulls into a
+    # second one with the same .dvc file; boto3 uploads and downloads the same files one by
+    # one with its transfer manager
+    runs: dict[str, list[dict]] = {k: [] for k in ("push", "upload", "pull", "download")}
+    src = workdir / "dvc-src"
+    for rnd in range(reps):
+        with seaweedfs(workdir / f"s3-{rnd}") as server:
+            for bucket in ("shards", "plain"):
+                server.create_bucket(bucket)
+            remote = Remote(workdir, server)
+            if rnd == 0:
+                remote.repo(src, "shards")
+                (src / "shards").mkdir()
+                for p in files:  # hard links: the shards are on disk once
+                    os.link(p, src / "shards" / p.name)
+                remote.sh([remote.dvc, "add", "-q", "shards"], src)
+            else:
+                remote.point(src, "shards")
+            shard_round(remote, src, files, runs, boto3_first=rnd % 2 == 1)
+            note(
+                f"round {rnd + 1}/{reps}: "
+                + ", ".join(f"{k} {v[-1]['wall']:.1f} s" for k, v in runs.items())
+            )
+
+    def cell(key: str) -> str:
+        walls = [r["wall"] for r in runs[key]]
+        return f"{median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f})"
+
+    def cpu(key: str, who: str) -> str:
+        return f"{median([r[who] for r in runs[key]]):.1f}"
+
     gb = 1e9
+    med = {k: median([r["wall"] for r in v]) for k, v in runs.items()}
+    rows = [
+        f"remote: {len(files)} files, {size / gb:.2f} GB (DVC moves {dvc_jobs()} files at "
+        f"once); {reps} rounds, each on a fresh server; page cache dropped before each step",
+        "",
+        "| transfer | DVC s, median (range) | boto3 s, median (range) | DVC / boto3 | "
+        "client CPU s, DVC / boto3 | server CPU s, DVC / boto3 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, ours, theirs in (("push", "push", "upload"), ("pull", "pull", "download")):
+        rows.append(
+            f"| {label} the shards | {cell(ours)} | {cell(theirs)} | "
+            f"{med[ours] / med[theirs]:.2f} | {cpu(ours, 'client')} / {cpu(theirs, 'client')} | "
+            f"{cpu(ours, 'server')} / {cpu(theirs, 'server')} |"
+        )
+    restore = apull["wall"] + aextract["wall"]
     rows += [
-        f"remote: shards {len(files)} files, {size / gb:.2f} GB; archives {asize / gb:.2f} GB",
         "",
-        "| transfer | DVC s | boto3 s | DVC / boto3 |",
-        "|---|---:|---:|---:|",
-        f"| push the shards | {push:.1f} | {up:.1f} | {push / up:.2f} |",
-        f"| pull the shards | {pull:.1f} | {down:.1f} | {pull / down:.2f} |",
-        "",
-        f"archives: push {apush:.1f} s ({apush / push:.2f}x the shards'); pull {apull:.1f} s + "
-        f"extract {extract:.1f} s = {apull + extract:.1f} s, {(apull + extract) / pull:.2f}x the "
+        f"archives ({len(folders)} zips, {asize / gb:.2f} GB): push {apush['wall']:.1f} s "
+        f"({apush['wall'] / med['push']:.2f}x the shards'); pull {apull['wall']:.1f} s + "
+        f"extract {aextract['wall']:.1f} s = {restore:.1f} s, {restore / med['pull']:.2f}x the "
         "shards' pull",
     ]
     return rows
@@ -336,7 +440,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--remote", action="store_true", help="also time push/pull (DVC, boto3)")
-    ap.add_argument("--remote-images", type=int, default=20_000)
+    # 72,000 images make 16-17 shards of 0.5 GB: twice the files DVC moves at once on 2 cores,
+    # as any built-in recipe at full size has (hundreds of shards)
+    ap.add_argument("--remote-images", type=int, default=72_000)
+    ap.add_argument("--reps", type=int, default=3, help="rounds of the push/pull comparison")
     ap.add_argument("--remote-only", action="store_true", help="skip the throughput jobs")
     ap.add_argument("--job", choices=["export", "tar"], help=argparse.SUPPRESS)
     ap.add_argument("--name", default="bench", help=argparse.SUPPRESS)
@@ -357,7 +464,7 @@ def main(argv=None) -> int:
             small.mkdir(exist_ok=True)
             generate(small, args.remote_images, "small")
             launch("export", small, "small", args.shard_bytes)
-            print("\n".join([""] + remote_bench(small, "small", args.shard_bytes)))
+            print("\n".join([""] + remote_bench(small, "small", args.reps)), flush=True)
         return 0
     finally:
         if not args.keep:
