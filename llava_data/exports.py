@@ -398,5 +398,5 @@ def write_llamafactory(records, out: Path, name: str) -> dict:
             },
         }
     }
-    (out / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (out / "dataset_info.json").write_text(dumps_json(info, 2), encoding="utf-8")
     return {"records": count}
