@@ -265,8 +265,11 @@ def median(values: list[float]) -> float:
     return float(np.median(values))
 
 
-def shard_round(remote: Remote, src: Path, files: list[Path], runs, boto3_first: bool) -> None:
-    """One push + pull by DVC and one upload + download by boto3 of the same files."""
+def shard_round(
+    remote: Remote, src: Path, files: list[Path], size: int, runs, boto3_first: bool
+) -> None:
+    """One push + pull by DVC and one upload + download by boto3 of the same files (`size`
+    bytes in all)."""
     workdir = remote.workdir
     dst = remote.repo(workdir / "dvc-dst", "shards")
     shutil.copy(src / "shards.dvc", dst / "shards.dvc")
@@ -275,7 +278,7 @@ def shard_round(remote: Remote, src: Path, files: list[Path], runs, boto3_first:
     def dvc_side() -> None:
         runs["push"].append(remote.measure(([remote.dvc, "push", "-q"], src)))
         runs["pull"].append(remote.measure(([remote.dvc, "pull", "-q"], dst)))
-        if tree_bytes(dst / "shards") != sum(p.stat().st_size for p in files):
+        if tree_bytes(dst / "shards") != size:
             raise SystemExit("dvc pull brought back other bytes than were pushed")
         shutil.rmtree(dst)
 
@@ -359,7 +362,7 @@ def remote_bench(workdir: Path, name: str, reps: int) -> list[str]:
                 remote.sh([remote.dvc, "add", "-q", "shards"], src)
             else:
                 remote.point(src, "shards")
-            shard_round(remote, src, files, runs, boto3_first=rnd % 2 == 1)
+            shard_round(remote, src, files, size, runs, boto3_first=rnd % 2 == 1)
             note(
                 f"round {rnd + 1}/{reps}: "
                 + ", ".join(f"{k} {v[-1]['wall']:.1f} s" for k, v in runs.items())
