@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
-export PYTHONPATH := $(CURDIR)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VERIFY := --registry sources.yaml --manifests manifests --data-root data --lock dvc.lock
 PREFLIGHT := --registry sources.yaml --params params.yaml --downloads downloads --data-root data \
 	--local-copies sources.local.yaml
@@ -28,7 +28,9 @@ $(VENV)/.installed: requirements.lock
 ## quick check has marked any damaged image tree for rebuilding.
 repro: env
 	$(BIN)/python -m llava_data.preflight $(PREFLIGHT) --check-space
-	@if [ "$(PROFILE)" = full ]; then $(BIN)/python -m llava_data.check_upstream $(UPSTREAM); fi
+	@if [ "$(PROFILE)" = full ]; then $(BIN)/python -m llava_data.check_upstream $(UPSTREAM) \
+	  || { rc=$$?; [ $$rc -eq 2 ] || exit $$rc; \
+	       echo "some upstreams could not be asked; going on: a fetch that needs one stops with its own error" >&2; }; fi
 	$(BIN)/python -m llava_data.verify $(VERIFY) --quick --repair
 	$(BIN)/dvc repro
 
@@ -36,9 +38,10 @@ repro: env
 sources: env
 	$(BIN)/python -m llava_data.preflight $(PREFLIGHT)
 
-## Ask every full-profile source, downloading nothing, whether it is there and the same file.
+## Ask every full-profile source, downloading nothing, whether it is there and the same file
+## (exit 1: a build would stop; 2: some upstream could not be asked).
 check-upstream: env
-	$(BIN)/python -m llava_data.check_upstream $(UPSTREAM)
+	$(BIN)/python -m llava_data.check_upstream $(UPSTREAM) $(ARGS)
 
 ## Run the test suite (lint first: it takes a second).
 # a test file per worker, TEST_JOBS at once (each worker builds the miniature it copies from)

@@ -17,9 +17,24 @@ holds now, reading headers and metadata only (never a file's body):
   the copy is checked (there, of the pinned size) instead of the upstream.
 
 `judge` (pure: no I/O) turns what a probe returned into one of the statuses below and
-what to do; the probes only ask. One table is printed (source, kind, status, what to
-do); the exit code is 1 when any source is not `ok`, i.e. when a build would stop.
-`--mirrors` rewrites the URLs asked, as it does for the fetch stage.
+what to do; the probes only ask. `--mirrors` rewrites the URLs asked, as it does for
+the fetch stage.
+
+The sources are asked `--jobs` at a time, and the whole run has a `--deadline`: a
+source still unanswered then is reported as not answered in time. Before the first
+request to a host (or to the proxy in front of it), the host is asked once whether it
+takes a connection, name resolution and connect each with a short timeout; a host
+that does not resolve, refuses the connection or does not answer is reported once, for
+all its sources, and none of them is asked again (a name that does not resolve is not
+retried: with no network the whole report comes in seconds). Answers that are real
+transient errors (5xx, 408, 429, a connection reset) are retried as the transports
+retry them.
+
+One table is printed, a line per source in registry order as the answers arrive
+(source, kind, status, what to do). Exit code: 0 when every source is `ok`; 1 when
+some source would stop a build (changed, gone, gated, a manual step); else 2 when some
+source could not be asked (unreachable, no answer in time), which says nothing yet of
+the file.
 """
 
 from __future__ import annotations
@@ -27,7 +42,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +66,11 @@ STATUS_OF = {
 }
 PROBE_TIMEOUT_S = 15.0  # per request; retries as the transports do (transports.RETRIES)
 HEADERS = {"Accept-Encoding": "identity"}
+JOBS = 8  # sources asked at once
+DEADLINE_S = 60.0  # for the whole run
+RESOLVE_TIMEOUT_S = 5.0  # per host: name resolution, then connect, each at most this
+CONNECT_TIMEOUT_S = 5.0
+COULD_NOT_ASK = ("unreachable",)  # statuses that say nothing yet of the file
 
 
 @dataclass(frozen=True)
@@ -118,10 +140,12 @@ def _verdict(origin: Origin, probe: Probe) -> Row:
     elif probe.outcome == "manual":
         todo = transports.manual_steps(origin, kind, origin.spec)
     elif probe.outcome == "unreachable":
-        todo = (
-            "check the network and proxy settings (a mirrors.local.yaml can point this URL at "
-            "a mirror), then run the check again"
+        via = (
+            "HF_ENDPOINT can point at a Hub mirror"
+            if kind == "hf"
+            else ("a mirrors.local.yaml can point this URL at a mirror")
         )
+        todo = f"check the network and proxy settings ({via}), then run the check again"
     else:
         todo = ""
     return Row(name, kind, status, _join(probe.reason, todo))
@@ -170,20 +194,51 @@ def _join(reason: str, todo: str) -> str:
     return f"{reason}: {todo}" if reason and todo else reason or todo
 
 
+def widths(sources: list[str], kinds: list[str]) -> tuple[int, int, int]:
+    """Column widths for these sources, known before any answer (the table streams)."""
+    return (
+        max(map(len, ["source", *sources])),
+        max(map(len, ["kind", *kinds])),
+        max(map(len, ["status", *STATUSES])),
+    )
+
+
+HEAD = Row("source", "kind", "status", "what to do")
+
+
+def line(row: Row, width: tuple[int, int, int]) -> str:
+    cells = [row.source.ljust(width[0]), row.kind.ljust(width[1]), row.status.ljust(width[2])]
+    return "  ".join([*cells, row.todo]).rstrip() + "\n"
+
+
 def table(rows: list[Row]) -> str:
     """The rows as one aligned text table."""
-    head = Row("source", "kind", "status", "what to do")
-    widths = [max(len(getattr(r, f)) for r in [head, *rows]) for f in ("source", "kind", "status")]
-    lines = []
-    for r in [head, *rows]:
-        cells = [r.source.ljust(widths[0]), r.kind.ljust(widths[1]), r.status.ljust(widths[2])]
-        lines.append("  ".join([*cells, r.todo]).rstrip())
-    return "\n".join(lines) + "\n"
+    width = widths([r.source for r in rows], [r.kind for r in rows])
+    return "".join(line(r, width) for r in [HEAD, *rows])
 
 
 def exit_code(rows: list[Row]) -> int:
-    """0 when every source is ok (a build would not stop on one), else 1."""
-    return 0 if all(r.status == "ok" for r in rows) else 1
+    """0 when every source is ok; 1 when one would stop a build (changed, gone, gated, a
+    manual step); else 2 when one could not be asked (what its upstream holds is unknown)."""
+    if any(r.status not in ("ok", *COULD_NOT_ASK) for r in rows):
+        return 1
+    return 2 if any(r.status in COULD_NOT_ASK for r in rows) else 0
+
+
+def summary(rows: list[Row]) -> str:
+    """What the exit code means, in words: which sources would stop a build, which could
+    not be asked."""
+    stop = [r.source for r in rows if r.status not in ("ok", *COULD_NOT_ASK)]
+    unknown = [r.source for r in rows if r.status in COULD_NOT_ASK]
+    lines = []
+    if stop:
+        lines.append(f"{len(stop)} of {len(rows)} sources would stop a build: {', '.join(stop)}")
+    if unknown:
+        lines.append(
+            f"{len(unknown)} of {len(rows)} sources could not be asked (their files are "
+            f"neither confirmed nor refused): {', '.join(unknown)}"
+        )
+    return "\n".join(lines) if lines else f"all {len(rows)} sources are ok"
 
 
 # ---- the probes ----------------------------------------------------------------------
@@ -193,34 +248,166 @@ def _strip_source(message: str, name: str) -> str:
     return message.removeprefix(f"source {name!r}: ").removeprefix(f"source {name!r} ")
 
 
-class Down(dict):
-    """Hosts that could not be reached in this run (host -> why): the sources after the
-    first on such a host are not retried all over again."""
+class Hosts:
+    """Whether each host takes a connection, asked once per run and shared by every
+    thread; and the hosts found unreachable since (host -> why).
 
-    def ask(self, url: str) -> str | None:
-        return self.get(urlparse(url).netloc)
+    `reach(url)` connects once to the host a request to `url` goes to first (the proxy
+    the environment sets for it, as requests and huggingface_hub use it, else the URL's
+    own host): a name that does not resolve is not retried; a refused, unrouted or
+    unanswered connection marks the host too. The threads asking the same host wait
+    for the first one's answer.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked: dict[str, threading.Event] = {}
+        self._down: dict[str, str] = {}
+
+    def reach(self, url: str) -> str | None:
+        """None when the host of `url` takes a connection, else why not (one line)."""
+        host, port, label = _first_hop(url)
+        key = f"{host}:{port}"
+        with self._lock:
+            event = self._asked.get(key)
+            first = event is None
+            if first:
+                event = self._asked[key] = threading.Event()
+        if first:
+            why = _connect(host, port)
+            if why:
+                self._set(key, f"{label} {why}")
+            event.set()
+        else:
+            event.wait()
+        with self._lock:
+            return self._down.get(key)
+
+    def not_reached(self) -> list[str]:
+        """Why each host found unreachable was, sorted."""
+        with self._lock:
+            return sorted(self._down.values())
+
+    def down(self, url: str) -> str | None:
+        host, port, _ = _first_hop(url)
+        with self._lock:
+            return self._down.get(f"{host}:{port}")
 
     def mark(self, url: str, why: str) -> None:
-        self[urlparse(url).netloc] = why
+        host, port, _ = _first_hop(url)
+        self._set(f"{host}:{port}", why)
+
+    def _set(self, key: str, why: str) -> None:
+        with self._lock:
+            self._down.setdefault(key, why)
 
 
-def probe(origin: Origin, local_copy: Path | None, down: Down | None = None) -> Probe:
+def _first_hop(url: str) -> tuple[str, int, str]:
+    """(host, port, how to name it) of the first connection a request to `url` makes."""
+    import requests
+
+    parsed = urlparse(url)
+    proxies = requests.utils.get_environ_proxies(url)
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if proxy:
+        hop = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        port = hop.port or (443 if hop.scheme == "https" else 80)
+        return hop.hostname or "", port, f"the proxy {hop.hostname}:{port} (for {parsed.netloc})"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    label = f"{parsed.hostname}:{parsed.port}" if parsed.port else parsed.hostname
+    return parsed.hostname or "", port, label or url
+
+
+def _resolve(host: str, port: int) -> tuple[list, str | None]:
+    """The addresses of `host`, or why there are none; a resolver that does not answer
+    within RESOLVE_TIMEOUT_S is given up on (its thread is left to finish on its own)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["addrs"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as err:
+            box["err"] = err
+
+    worker = threading.Thread(target=run, daemon=True, name=f"resolve {host}")
+    worker.start()
+    worker.join(RESOLVE_TIMEOUT_S)
+    if worker.is_alive():
+        return [], f"does not resolve: no answer from the resolver within {RESOLVE_TIMEOUT_S:g} s"
+    if "err" in box:
+        err = box["err"]
+        return [], f"does not resolve ({getattr(err, 'strerror', None) or err})"
+    return box["addrs"], None
+
+
+def _connect(host: str, port: int) -> str | None:
+    """None when `host:port` takes a TCP connection (closed at once), else why not."""
+    addrs, why = _resolve(host, port)
+    if why:
+        return why
+    end = time.monotonic() + CONNECT_TIMEOUT_S
+    reasons = []
+    for family, kind, proto, _, address in addrs:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(left)
+                sock.connect(address)
+            return None
+        except ConnectionRefusedError:
+            reasons.append("refused the connection")
+        except TimeoutError:
+            reasons.append(f"took no connection within {CONNECT_TIMEOUT_S:g} s")
+        except OSError as err:
+            reasons.append(f"could not be connected to ({err.strerror or err})")
+    return reasons[0] if reasons else f"took no connection within {CONNECT_TIMEOUT_S:g} s"
+
+
+def first_url(origin: Origin, local_copy: Path | None) -> str | None:
+    """The URL a probe of this source asks first (None: it asks no host)."""
+    if local_copy is not None:
+        return None
+    kind, spec = origin.kind, origin.spec
+    if kind == "url" and urlparse(spec).scheme != "file":
+        return transports.mirrored(spec)
+    if kind == "hf":
+        return transports.hf_endpoint()
+    if kind == "gdrive":
+        api = os.environ.get(transports.GDRIVE_CREDENTIALS_ENV)
+        return transports.mirrored(transports.GDRIVE_API_URL if api else transports.GDRIVE_UC_URL)
+    return None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+
+
+def probe(origin: Origin, local_copy: Path | None, hosts: Hosts | None = None) -> Probe:
     """Ask the upstream of one source (or the local copy that replaces it)."""
-    down = Down() if down is None else down
+    hosts = Hosts() if hosts is None else hosts
     if local_copy is not None:
         return probe_local(local_copy, listed=True, origin=origin)
     kind, spec = origin.kind, origin.spec
+    if kind == "hf" and _hub_offline():
+        return Probe("unreachable", kind, reason="HF_HUB_OFFLINE is set, so the Hub is not asked")
+    url = first_url(origin, None)
+    if url is not None:
+        why = hosts.reach(url)
+        if why:
+            return Probe("unreachable", kind, reason=f"{why}; not asked")
     try:
         if kind == "local":
             return probe_local(Path(spec), listed=False, origin=origin)
         if kind == "url":
             if urlparse(spec).scheme == "file":
                 return probe_local(Path(unquote(urlparse(spec).path)), False, origin)
-            return probe_http(spec, down)
+            return probe_http(spec, hosts)
         if kind == "hf":
-            return probe_hf(origin, down)
+            return probe_hf(origin, hosts)
         if kind == "gdrive":
-            return probe_gdrive(origin, spec, down)
+            return probe_gdrive(origin, spec, hosts)
     except StageError as err:  # anything a transport raised, as it would stop the fetch
         return Probe("unreachable", kind, reason=_strip_source(str(err), origin.name))
     return Probe("manual", "sources.local.yaml", reason="not listed in sources.local.yaml")
@@ -242,18 +429,19 @@ def probe_local(path: Path, listed: bool, origin: Origin) -> Probe:
     return Probe("found", where, {"size": path.stat().st_size}, reason=note, local=True)
 
 
-def _ask(session, method: str, url: str, headers: dict[str, str], down: Down):
+def _ask(session, method: str, url: str, headers: dict[str, str], hosts: Hosts):
     """One request, retried like a transfer (connection errors, 5xx, 408, 429).
 
     Returns (response, None) with the body not read (the caller closes it), or
     (None, the last failure) once the retries are spent. A host no request reached
-    is marked in `down`; the next request to it fails at once.
+    is marked in `hosts`; the next request to it fails at once. A name that does not
+    resolve is not retried.
     """
     import requests
     import urllib3
 
-    if down.ask(url):
-        return None, f"{down.ask(url)}, a moment ago"
+    if hosts.down(url):
+        return None, f"{hosts.down(url)}, a moment ago"
     attempt = 0
     while True:
         try:
@@ -268,6 +456,9 @@ def _ask(session, method: str, url: str, headers: dict[str, str], down: Down):
         except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
             resp, reason, wait = None, transports._short(err), None
             answered = False
+            if transports.is_name_error(err):  # a name that does not resolve: not retried
+                hosts.mark(url, f"{urlparse(url).hostname} does not resolve ({reason})")
+                return None, reason
         else:
             answered = True
             status = resp.status_code
@@ -278,7 +469,7 @@ def _ask(session, method: str, url: str, headers: dict[str, str], down: Down):
         attempt += 1
         if attempt > transports.RETRIES:
             if not answered:
-                down.mark(url, reason)
+                hosts.mark(url, reason)
             return None, reason
         time.sleep(transports._backoff(attempt, wait))
 
@@ -303,18 +494,18 @@ def _is_html(resp) -> bool:
     return "html" in resp.headers.get("Content-Type", "").lower()
 
 
-def probe_http(url: str, down: Down) -> Probe:
+def probe_http(url: str, hosts: Hosts) -> Probe:
     """HEAD the URL; when that gives no size or is refused, GET its first byte."""
     via = transports.mirrored(url)
     asked = transports.shown(url, via)
     with transports.mirror_session() as session:
-        head, why = _ask(session, "HEAD", via, {}, down)
+        head, why = _ask(session, "HEAD", via, {}, hosts)
         if head is None:
             return Probe("unreachable", asked, reason=f"{asked}: {why} (after the retries)")
         head.close()
         if head.status_code in (200, 206) and _length(head) is not None:
             return _answered(asked, head)
-        get, why = _ask(session, "GET", via, {"Range": "bytes=0-0"}, down)
+        get, why = _ask(session, "GET", via, {"Range": "bytes=0-0"}, hosts)
         if get is None:
             return _answered(asked, head)
         get.close()  # one byte at most was sent; it is not read
@@ -340,19 +531,19 @@ def _answered(asked: str, resp) -> Probe:
     return Probe("missing", asked, reason=f"{asked} answered {said}")
 
 
-def probe_hf(origin: Origin, down: Down) -> Probe:
+def probe_hf(origin: Origin, hosts: Hosts) -> Probe:
     """The file's metadata on the Hub at the pinned revision (or as the fetch resolves it)."""
     repo, path, revision = origin.spec
     asked = f"Hugging Face dataset {repo}, file {path} at {revision or 'the default branch'}"
     endpoint = transports.hf_endpoint()
-    if down.ask(endpoint):
-        return Probe("unreachable", asked, reason=f"{endpoint}: {down.ask(endpoint)}")
+    if hosts.down(endpoint):
+        return Probe("unreachable", asked, reason=f"{endpoint}: {hosts.down(endpoint)}")
     try:
         meta, _ = transports.hf_resolve(origin, repo, path, revision, timeout=PROBE_TIMEOUT_S)
     except transports.HubError as err:
         outcome = {"gated": "denied", "missing": "missing"}.get(err.outcome, "unreachable")
         if outcome == "unreachable":
-            down.mark(endpoint, "could not be reached a moment ago")
+            hosts.mark(endpoint, "could not be reached a moment ago")
         return Probe(outcome, asked, advice=_strip_source(str(err), origin.name))
     except transports.NoSuchContent as err:
         return Probe("no-content", asked, advice=_strip_source(str(err), origin.name))
@@ -364,18 +555,18 @@ def probe_hf(origin: Origin, down: Down) -> Probe:
     return Probe("found", asked, facts, resolved=resolved)
 
 
-def probe_gdrive(origin: Origin, file_id: str, down: Down) -> Probe:
+def probe_gdrive(origin: Origin, file_id: str, hosts: Hosts) -> Probe:
     """Drive's metadata of the file (with credentials), else the public download's answer."""
     asked = f"Google Drive file {file_id}"
     credentials = os.environ.get(transports.GDRIVE_CREDENTIALS_ENV)
     with transports.mirror_session() as session:
         if credentials:
-            return _drive_api(origin, file_id, credentials, session, asked, down)
-        return _drive_public(file_id, session, asked, down)
+            return _drive_api(origin, file_id, credentials, session, asked, hosts)
+        return _drive_public(file_id, session, asked, hosts)
 
 
 def _drive_api(
-    origin: Origin, file_id: str, credentials: str, session, asked: str, down: Down
+    origin: Origin, file_id: str, credentials: str, session, asked: str, hosts: Hosts
 ) -> Probe:
     try:
         token = transports.drive_access_token(origin, credentials)
@@ -385,7 +576,7 @@ def _drive_api(
     query = urlencode({"fields": "id,name,size,md5Checksum", "supportsAllDrives": "true"})
     url = f"{transports.GDRIVE_API_URL}/{file_id}?{query}"
     auth = {"Authorization": f"Bearer {token}"}
-    resp, why = _ask(session, "GET", transports.mirrored(url), auth, down)
+    resp, why = _ask(session, "GET", transports.mirrored(url), auth, hosts)
     if resp is None:
         return Probe("unreachable", asked, reason=f"the Drive API: {why} (after the retries)")
     with resp:
@@ -417,12 +608,12 @@ def _drive_api(
     return Probe("found", f"{asked} ({meta.get('name', '?')})", facts)
 
 
-def _drive_public(file_id: str, session, asked: str, down: Down) -> Probe:
+def _drive_public(file_id: str, session, asked: str, hosts: Hosts) -> Probe:
     url = f"{transports.GDRIVE_UC_URL}?{urlencode({'export': 'download', 'id': file_id})}"
     tried: list[str] = []
     for _ in range(3):
         tried.append(url)
-        resp, why = _ask(session, "GET", transports.mirrored(url), {"Range": "bytes=0-0"}, down)
+        resp, why = _ask(session, "GET", transports.mirrored(url), {"Range": "bytes=0-0"}, hosts)
         if resp is None:
             return Probe("unreachable", asked, reason=f"Google Drive: {why} (after the retries)")
         with resp:
@@ -448,22 +639,98 @@ def _drive_public(file_id: str, session, asked: str, down: Down) -> Probe:
 # ---- the command -------------------------------------------------------------------------
 
 
-def check(
-    registry: Path, profile: str, local_copies: Path | None, only: list[str] | None = None
-) -> list[Row]:
-    """Probe and judge every source of `profile` (or those named in `only`)."""
+def origins_of(registry: Path, profile: str, only: list[str] | None = None) -> list[Origin]:
+    """The origins of `profile` (those named in `only`), in registry order; validated."""
     sources = load_params(registry, "sources")
     unknown = sorted(set(only or []) - set(sources))
     if unknown:
         raise StageError(f"{registry}: no source {', '.join(unknown)}")
-    origins = [
+    return [
         Origin.parse(name, entry, profile)
         for name, entry in sources.items()
         if not only or name in only
     ]
+
+
+def check(
+    registry: Path,
+    profile: str,
+    local_copies: Path | None,
+    only: list[str] | None = None,
+    jobs: int = JOBS,
+    deadline: float = DEADLINE_S,
+    on_row=None,
+    hosts: Hosts | None = None,
+) -> list[Row]:
+    """Probe and judge every source of `profile` (or those named in `only`), `jobs` at a
+    time, for at most `deadline` seconds in all; rows in registry order.
+
+    `on_row(row)` is called for each row in that order as soon as it and those before
+    it are known. A source not answered by the deadline gets a row that says so (its
+    thread is left behind: it only reads headers, and the process ends with the report).
+    """
+    origins = origins_of(registry, profile, only)
     copies = local_copies_of(local_copies)
-    down = Down()
-    return [judge(origin, probe(origin, copies.get(origin.name), down)) for origin in origins]
+    hosts = Hosts() if hosts is None else hosts
+    rows: list[Row | None] = [None] * len(origins)
+    todo = list(range(len(origins)))
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            with done:
+                if not todo:
+                    return
+                n = todo.pop(0)
+            origin = origins[n]
+            try:
+                row = judge(origin, probe(origin, copies.get(origin.name), hosts))
+            except Exception as err:  # one source's surprise must not hide the others
+                why = f"the check itself failed on it ({transports._short(err)})"
+                row = Row(origin.name, origin.kind, "unreachable", f"{why}: please report it")
+            with done:
+                rows[n] = row
+                done.notify_all()
+
+    # every host is asked at once, so that slow names do not queue behind each other
+    urls = {first_url(o, copies.get(o.name)) for o in origins} - {None}
+    for url in sorted(urls):
+        threading.Thread(target=hosts.reach, args=(url,), daemon=True, name="reach").start()
+    for k in range(max(1, min(jobs, len(origins)))):
+        threading.Thread(target=work, daemon=True, name=f"probe {k}").start()
+    end = time.monotonic() + deadline
+    out: list[Row] = []
+    with done:
+        while len(out) < len(origins):
+            row = rows[len(out)]
+            if row is None:
+                left = end - time.monotonic()
+                if left > 0:
+                    done.wait(left)
+                    continue
+                origin = origins[len(out)]
+                row = Row(origin.name, origin.kind, "unreachable", _late(origin, deadline))
+            out.append(row)
+            if on_row is not None:
+                on_row(row)
+    return out
+
+
+def _late(origin: Origin, deadline: float) -> str:
+    where = first_url(origin, None)
+    asked = f" ({urlparse(where).hostname})" if where else ""
+    return (
+        f"no answer within the run's {deadline:g} s deadline{asked}: check the network and "
+        f"proxy settings, or give it longer (--deadline {max(2 * deadline, 120):g}; with make: "
+        f"make check-upstream ARGS='--deadline {max(2 * deadline, 120):g}')"
+    )
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -473,20 +740,39 @@ def main(argv=None) -> int:
     ap.add_argument("--local-copies", type=Path, help="YAML: source name -> existing file")
     ap.add_argument("--mirrors", type=Path, help="YAML: URL prefix -> mirror base")
     ap.add_argument("--source", action="append", help="check only this source (repeatable)")
+    ap.add_argument("--jobs", type=int, default=JOBS, help=f"sources asked at once ({JOBS})")
+    ap.add_argument(
+        "--deadline", type=positive, default=DEADLINE_S, help=f"seconds for it all ({DEADLINE_S:g})"
+    )
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
 
     transports.use_mirrors(args.mirrors)
-    rows = check(args.registry, args.profile, args.local_copies, args.source)
-    sys.stdout.write(table(rows))
-    bad = [r for r in rows if r.status != "ok"]
-    if bad:
-        print(
-            f"{len(bad)} of {len(rows)} sources would stop a build: "
-            f"{', '.join(r.source for r in bad)}",
-            file=sys.stderr,
-        )
-    else:
-        print(f"all {len(rows)} sources are ok", file=sys.stderr)
+    origins = origins_of(args.registry, args.profile, args.source)
+    width = widths([o.name for o in origins], [o.kind for o in origins])
+    sys.stdout.write(line(HEAD, width))
+    sys.stdout.flush()
+
+    def show(row: Row) -> None:
+        sys.stdout.write(line(row, width))
+        sys.stdout.flush()
+
+    hosts = Hosts()
+    rows = check(
+        args.registry,
+        args.profile,
+        args.local_copies,
+        args.source,
+        args.jobs,
+        args.deadline,
+        show,
+        hosts,
+    )
+    for why in hosts.not_reached():
+        n = sum(r.todo.startswith(why) for r in rows)
+        print(f"not reached: {why} ({n} source{'s' * (n != 1)} not asked)", file=sys.stderr)
+    print(summary(rows), file=sys.stderr)
     return exit_code(rows)
 
 

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -717,6 +718,21 @@ def _write_error(name: str, part: Path, err: OSError) -> StageError:
         f"source {name!r}: writing {part} failed ({err}); the bytes written so far are kept "
         f"and `dvc repro fetch@{name}` resumes from there"
     )
+
+
+def is_name_error(err: BaseException) -> bool:
+    """Whether a connection error is a name that did not resolve (getaddrinfo's errors
+    carry negative errnos: "Name or service not known", "Temporary failure in name
+    resolution"), however deeply requests, urllib3 or httpx wrapped it."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, socket.gaierror):
+            return True
+        if re.search(r"\[Errno -\d+\]|NameResolutionError", str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
 
 
 def _short(err: Exception) -> str:
