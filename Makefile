@@ -34,9 +34,10 @@ repro: env
 	$(BIN)/python -m llava_data.verify $(VERIFY) --quick --repair
 	$(BIN)/dvc repro
 
-## What every source needs: size, licence, present or not, manual steps, disk.
+## What every source needs: size, licence, present or not, manual steps, disk
+## (of params.yaml's profile; `make sources PROFILE=full` for the real upstream's).
 sources: env
-	$(BIN)/python -m llava_data.preflight $(PREFLIGHT)
+	$(BIN)/python -m llava_data.preflight $(PREFLIGHT) --profile $(PROFILE)
 
 ## Ask every full-profile source, downloading nothing, whether it is there and the same file
 ## (exit 1: a build would stop; 2: some upstream could not be asked).

@@ -27,7 +27,36 @@ ZIP_CHUNK = 1 << 20
 # How surely a pinned fact is known: read on the primary page, from a mirror (or a user's
 # listing, third-party code), or inferred. A fact without a `known` entry is published.
 CONFIDENCE = ("published", "mirror", "assumed")
-FACTS = ("size", "sha256", "md5", "revision", "approx_size", "records", "files")
+FACTS = (
+    "size",
+    "sha256",
+    "md5",
+    "revision",
+    "shown_size",
+    "sha256_prefix",
+    "records",
+    "files",
+)
+# A size as a page shows it: a number and its unit, SI (kB, MB, GB, TB: powers of 1000, as
+# the Hugging Face Hub shows sizes) or binary (KiB, MiB, GiB, TiB: powers of 1024).
+UNITS = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+UNITS |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+SHOWN = re.compile(r"(\d+(?:\.\d+)?) (" + "|".join(UNITS) + ")")
+PREFIX = re.compile(r"[0-9a-f]{6,63}")
+
+
+def shown_bytes(where: str, text: object) -> int | None:
+    """The bytes a shown size such as "30.2 GB" or "7.3 GiB" stands for (None: none shown)."""
+    if text is None:
+        return None
+    match = SHOWN.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise StageError(
+            f"{where}: shown_size must be a number and its unit as the page shows it, e.g. "
+            f'"30.2 GB" (SI: kB, MB, GB, TB) or "7.3 GiB" (binary: KiB, MiB, GiB, TiB); got '
+            f"{text!r}"
+        )
+    return round(float(match[1]) * UNITS[match[2]])
 
 
 def _count(where: str, key: str, value: object) -> int | None:
@@ -42,8 +71,10 @@ class Origin:
 
     Besides what verifies the file (size, checksums), an origin may say what is expected of
     its content (`records` of an annotation file, `files` per layout tree of an archive), a
-    page's shown size (`approx_size`, for planning disk space only) and how surely each of
-    these facts is known (`known`: fact -> published | mirror | assumed).
+    page's shown size (`shown_size`, e.g. "30.2 GB", for planning disk space only; its bytes
+    are `approx_size`), the first hex digits of a sha256 that only a truncated listing gives
+    (`sha256_prefix`, checked once the file is downloaded) and how surely each of these
+    facts is known (`known`: fact -> published | mirror | assumed).
     """
 
     name: str
@@ -57,6 +88,9 @@ class Origin:
     records: int | None = None
     files: tuple[tuple[str, int], ...] = ()
     known: tuple[tuple[str, str], ...] = ()
+    shown_size: str | None = None
+    sha256_prefix: str | None = None
+    old_names: tuple[str, ...] = ()  # other names a copy of the file may carry
 
     def confidence(self, fact: str) -> str:
         """How surely `fact` is known (published when the registry does not say)."""
@@ -80,7 +114,14 @@ class Origin:
         if unknown:
             raise StageError(f"{where}: unknown keys {sorted(unknown)}")
         size = _count(where, "size (bytes)", origin.get("size"))
-        approx = _count(where, "approx_size (bytes)", origin.get("approx_size"))
+        shown = origin.get("shown_size")
+        approx = shown_bytes(where, shown)
+        prefix = origin.get("sha256_prefix")
+        if prefix is not None and (not isinstance(prefix, str) or not PREFIX.fullmatch(prefix)):
+            raise StageError(
+                f"{where}: sha256_prefix must be 6 to 63 lowercase hex digits (a whole sha256 "
+                f"goes in `sha256`), got {prefix!r}"
+            )
         records = _count(where, "records", origin.get("records"))
         files = origin.get("files") or {}
         if not isinstance(files, dict):
@@ -104,6 +145,11 @@ class Origin:
             if not isinstance(value, str) or not pattern.fullmatch(value):
                 raise StageError(f"{where}: {algo} must be lowercase hex, got {value!r}")
             checksums.append((algo, value))
+        old_names = entry.get("old_names") or []
+        if not isinstance(old_names, list) or not all(
+            isinstance(n, str) and n and "/" not in n for n in old_names
+        ):
+            raise StageError(f"{where}: old_names must be a list of plain file names")
         kind = kinds[0]
         return cls(
             name,
@@ -117,6 +163,9 @@ class Origin:
             records,
             tuple(sorted(files.items())),
             tuple(sorted(known.items())),
+            shown,
+            prefix,
+            tuple(old_names),
         )
 
     @property

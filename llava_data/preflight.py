@@ -37,6 +37,7 @@ class SourceState:
     manual: str  # "" | "manual" | "maybe manual"
     approx: bool = False
     facts: str = ""  # how surely each pinned fact is known, e.g. "size M, sha256 M, rev P"
+    shown: str = ""  # the page's shown size as it shows it (unit included), when `approx`
 
 
 # One letter per confidence, for the table: published (P), from a mirror (M), assumed (A).
@@ -44,10 +45,21 @@ LETTER = {"published": "P", "mirror": "M", "assumed": "A"}
 
 
 def human(n: int | None, approx: bool = False) -> str:
+    """Bytes for a person: GB are SI (10^9 bytes), as the Hugging Face Hub shows them."""
     if n is None:
         return "unknown"
-    text = f"{n / GB:.2f} GB" if n >= 1e8 else f"{n:,} B"
+    if n >= 1e8:
+        text = f"{n / GB:.2f} GB"
+    elif n >= 1e6:
+        text = f"{n / 1e6:.1f} MB"
+    else:
+        text = f"{n:,} B"
     return f"~{text}" if approx else text
+
+
+def size_cell(state: SourceState) -> str:
+    """An exact size, or a page's shown size as it shows it (unit included) marked ~."""
+    return f"~{state.shown}" if state.approx and state.shown else human(state.size, state.approx)
 
 
 def facts_of(origin: Origin) -> str:
@@ -56,8 +68,10 @@ def facts_of(origin: Origin) -> str:
     if origin.size is not None:
         held.append(("size", "size"))
     elif origin.approx_size is not None:
-        held.append(("~size", "approx_size"))
+        held.append(("~size", "shown_size"))
     held += [(algo, algo) for algo, _ in origin.checksums]
+    if origin.sha256_prefix is not None:
+        held.append(("sha256 prefix", "sha256_prefix"))
     if origin.kind == "hf" and origin.spec[2]:
         held.append(("rev", "revision"))
     if origin.records is not None:
@@ -109,6 +123,7 @@ def state_of(
         manual,
         approx=origin.size is None and size is not None,
         facts=facts_of(origin),
+        shown=origin.shown_size or "",
     )
 
 
@@ -121,18 +136,20 @@ def free_bytes(path: Path) -> int:
 
 def report(states: list[SourceState]) -> str:
     lines = [
-        f"{'source':28} {'file':40} {'size':>11}  {'held to':32} {'status':24} {'step':13} licence"
+        f"{'source':28} {'file':40} {'size':>11}  {'held to':40} {'status':24} {'step':13} licence"
     ]
     for s in states:
         step = s.manual or ("" if s.status in ("present", "local copy") else f"fetch ({s.kind})")
         lines.append(
-            f"{s.name:28} {s.file[:40]:40} {human(s.size, s.approx):>11}  {s.facts:32} "
+            f"{s.name:28} {s.file[:40]:40} {size_cell(s):>11}  {s.facts:40} "
             f"{s.status:24} {step:13} {s.licence}"
         )
     lines.append(
-        "held to: what a download is checked against (~size: a page's shown size, for "
-        "planning only), and how surely each is known: P published (the primary page), "
-        "M from a mirror or a user's listing (checked against the real file), A assumed"
+        "size: exact, or ~ as its page shows it (for planning only; GB = 10^9 bytes, GiB = "
+        "2^30). held to: what a download is checked against (~size: the shown size; sha256 "
+        "prefix: a truncated listing's first digits), and how surely each is known: P "
+        "published (the primary page), M from a mirror or a user's listing (checked against "
+        "the real file), A assumed"
     )
     return "\n".join(lines)
 
@@ -153,9 +170,10 @@ def main(argv=None) -> None:
     ap.add_argument("--data-root", required=True, type=Path)
     ap.add_argument("--local-copies", type=Path)
     ap.add_argument("--check-space", action="store_true")
+    ap.add_argument("--profile", help="this profile instead of params.yaml's (e.g. full)")
     args = ap.parse_args(argv)
 
-    profile = load_params(args.params, "profile")
+    profile = args.profile or load_params(args.params, "profile")
     with open(args.registry, encoding="utf-8") as fh:
         registry = yaml.safe_load(fh)
     trees = registry["layout"]["trees"]

@@ -82,7 +82,7 @@ WEBDATA = {
         "7e2f1a0b9c8d3e46",
     ),
 }
-# WebData is four zips in one Drive folder (web-landmakr.zip so spelled), one source each;
+# WebData is four zips of one Drive folder, each its own Drive file and one source;
 # each zip's members sit under data/<folder>/images/.
 WEBDATA_SOURCES = {
     "webdata_web_celebrity": "web-celebrity",
@@ -132,7 +132,11 @@ VFLAN_IMAGES = {
 # hf-revisions.json beside that folder gives each version's size, sha256 and differences.
 ALLAVA_REPO = "FreedomIntelligence/ALLaVA-4V"
 ALLAVA_PATH = "allava_vflan/ALLaVA-Instruct-VFLAN-4V.json"
-ALLAVA_FIRST = {"revision": None, "short": "58347d8", "date": "2024-02-28"}
+ALLAVA_FIRST = {
+    "revision": "58347d859e4011b11ad2f5def21c6204ab45bebf",
+    "short": "58347d8",
+    "date": "2024-02-28",
+}
 ALLAVA_LATER = {"03b71db47762d166038531bc428db17e7523c0ab": {"date": "latest", "changed": (108,)}}
 ALLAVA_RENAMED = {12: "allava_vflan_inst_11", 871: "allava_vflan_inst_869"}
 ALLAVA_DROPPED = (233, 5120)
@@ -575,6 +579,39 @@ def sharegpt4v_records(mix665k: dict[str, dict]) -> dict[str, dict]:
     return keyed
 
 
+def sharegpt4v_pt_records() -> dict[str, dict]:
+    """ShareGPT4V-PT (share-captioner_coco_lcs_sam_1246k_1107.json): Share-Captioner's
+    detailed captions of COCO, LCS (the 558K pretraining images) and SA-1B images; the
+    caption prompt comes before <image>, as in ShareGPT4V's SFT captions."""
+    images = [("coco", i, f"coco/train2017/{i}.jpg") for i in COCO_IDS]
+    images += [("lcs", i, f"llava/llava_pretrain/images/{i[:5]}/{i}.jpg") for i in PRETRAIN_IDS]
+    images += [("sam", i, f"sam/images/{i}.jpg") for i in SAM_IDS]
+    keyed = {}
+    for source, id_, image in images:
+        key = f"pt/{source}/{id_}"
+        keyed[key] = instruct(id_, image, detailed_caption(key, choose(CAPTIONS, key)))
+    return keyed
+
+
+def sharegpt4v_cap100k_records() -> dict[str, dict]:
+    """sharegpt4v_instruct_gpt4-vision_cap100k.json: GPT-4V's own captions, over the same
+    image folders as the SFT mixture's captions (COCO, LCS, SAM and the web data)."""
+    images = [("coco", i, f"coco/train2017/{i}.jpg") for i in COCO_IDS[1:4]]
+    images += [
+        ("lcs", i, f"llava/llava_pretrain/images/{i[:5]}/{i}.jpg") for i in PRETRAIN_IDS[3:5]
+    ]
+    images += [("sam", i, f"sam/images/{i}.jpg") for i in SAM_IDS[:2]]
+    images += [
+        (folder, stems[0], f"{folder}/images/{stems[0]}.jpg") for folder, stems in WEBDATA.items()
+    ]
+    keyed = {}
+    for source, id_, image in images:
+        key = f"cap100k/{source}/{id_}"
+        subject = id_.replace("_", " ") if source.startswith("web") else choose(CAPTIONS, key)
+        keyed[key] = instruct(id_, image, detailed_caption(key, subject))
+    return keyed
+
+
 def allava_records() -> dict[str, dict]:
     keyed = {}
     for n, name in VFLAN_IMAGES.items():
@@ -654,6 +691,8 @@ def annotation_files() -> dict[str, bytes]:
         "llava_v1_5_mix665k": mix665k,
         "sharegpt4v_mix665k": sharegpt4v,
         "allava_vflan_json": allava,
+        "sharegpt4v_pt_1246k": sharegpt4v_pt_records(),
+        "sharegpt4v_cap100k": sharegpt4v_cap100k_records(),
     }
     files = {name: pretty_json(in_hash_order(records)) for name, records in keyed.items()}
     files |= {name: pretty_json(records) for name, records in pretrain_records().items()}

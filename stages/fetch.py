@@ -71,6 +71,10 @@ def verify(path: Path, origin: Origin, announced: dict[str, str] | None = None) 
                 algo,
                 "registry",
             )
+    if origin.sha256_prefix is not None:
+        seen.setdefault("sha256", file_digest(path, "sha256"))
+        if not seen["sha256"].startswith(origin.sha256_prefix):
+            print(prefix_warning(origin, path, seen["sha256"]), file=sys.stderr)
     for algo, expected in (announced or {}).items():
         if algo not in HEX:
             continue
@@ -83,6 +87,24 @@ def verify(path: Path, origin: Origin, announced: dict[str, str] | None = None) 
                 "upstream",
             )
     return seen
+
+
+def prefix_warning(origin: Origin, path: Path, sha: str) -> str:
+    """What a sha256 that does not begin as a truncated listing says means (the file is
+    kept: a prefix is never published whole, and the other pins still hold the file)."""
+    how = origin.confidence("sha256_prefix")
+    said = {
+        "mirror": "from a mirror's truncated listing",
+        "assumed": "from a third-party note (inferred)",
+    }.get(how, "from a truncated listing")
+    return (
+        f"WARNING: source {origin.name!r}: {path} has sha256 {sha}, which does not begin with "
+        f"{origin.sha256_prefix}, the first digits the registry expects "
+        f"({origin.where}.sha256_prefix, {said}, known: {how}). The file is used: its other "
+        f"pins hold. Either that listing is of another file, or this is not the file the "
+        f"listing's users have; if you trust this file, set {origin.where}.sha256_prefix to "
+        f"null (the full sha256 above is what a pin holds it to)"
+    )
 
 
 # ---- is a file whole? -----------------------------------------------------------------
@@ -293,6 +315,7 @@ def fetch(
     download learns (size, sha256, Hugging Face commit) is written into `registry`.
     """
     final = out_dir / origin.file
+    adopt_old_name(origin, out_dir)
     if final.is_file() and keep_existing(origin, final, partial_dir, local_copy, registry):
         return final
     for stray in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
@@ -324,6 +347,21 @@ def fetch(
     os.replace(part, final)
     shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def adopt_old_name(origin: Origin, out_dir: Path) -> None:
+    """A file fetched under one of the entry's `old_names` (e.g. web-landmakr.zip, as one
+    download script spelled it) takes the current name, to be verified and kept as usual."""
+    final = out_dir / origin.file
+    for old in origin.old_names:
+        kept = out_dir / old
+        if kept.is_file() and not final.exists():
+            os.replace(kept, final)
+            print(
+                f"source {origin.name!r}: {kept} is the file under its old name; renamed it "
+                f"to {final.name}",
+                file=sys.stderr,
+            )
 
 
 def keep_existing(

@@ -464,3 +464,35 @@ def test_a_mismatch_with_a_fact_known_only_from_a_mirror_says_so(tmp_path):
     msg = str(err.value)
     assert "known only from a mirror" in msg and "sources.coco.mini.known.sha256: mirror" in msg
     assert f"has sha256 {SHA}" in msg and "the real file may well differ" in msg
+
+
+def test_a_sha256_prefix_is_checked_and_a_mismatch_warns_naming_its_confidence(tmp_path, capsys):
+    raw = entry(tmp_path, sha256_prefix=SHA[:12], known={"sha256_prefix": "mirror"})
+    assert do_fetch(tmp_path, raw).read_bytes() == PAYLOAD
+    assert "WARNING" not in capsys.readouterr().err
+    other = tmp_path / "other"
+    raw = entry(other, md5=MD5, sha256=None, sha256_prefix="0123abcd")
+    raw["mini"]["known"] = {"sha256_prefix": "assumed"}
+    assert do_fetch(other, raw).read_bytes() == PAYLOAD  # its md5 holds it: it is used
+    err = capsys.readouterr().err
+    assert f"has sha256 {SHA}, which does not begin with 0123abcd" in err
+    assert "sources.coco.mini.sha256_prefix, from a third-party note (inferred)" in err
+    assert "set sources.coco.mini.sha256_prefix to null" in err
+
+
+def test_a_download_kept_under_an_old_name_is_taken_not_fetched_again(tmp_path, capsys):
+    raw = entry(tmp_path) | {"old_names": ["train2O17.zip"]}
+    kept = tmp_path / "downloads/coco/train2O17.zip"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(PAYLOAD)
+    (tmp_path / "upstream/train2017.zip").unlink()  # nothing to fetch it from
+    final = do_fetch(tmp_path, raw)
+    assert final.name == "train2017.zip" and final.read_bytes() == PAYLOAD
+    assert os.listdir(final.parent) == ["train2017.zip"]
+    assert "is the file under its old name; renamed it to train2017.zip" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old", ["a/b.zip", "", [1]])
+def test_old_names_must_be_plain_file_names(tmp_path, old):
+    with pytest.raises(StageError, match="old_names must be a list of plain file names"):
+        Origin.parse("coco", entry(tmp_path) | {"old_names": [old] if old != [1] else old}, "mini")

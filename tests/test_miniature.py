@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = yaml.safe_load((ROOT / "sources.yaml").read_text(encoding="utf-8"))
 SOURCES = REGISTRY["sources"]
 TREES = REGISTRY["layout"]["trees"]
-FACTS = ("size", "sha256", "md5", "approx_size", "records", "files")
+FACTS = ("size", "sha256", "md5", "shown_size", "sha256_prefix", "records", "files")
 ALLAVA_INDEX = "hf-revisions.json"
 
 
@@ -132,18 +132,22 @@ def test_vision_flan_names_are_escaped_in_the_zip_and_unicode_in_allava():
     assert len(unicode_images) >= 2
 
 
-def test_webdata_is_four_zips_each_holding_data_folder_images():
+def test_webdata_is_four_zips_each_its_own_drive_file_holding_data_folder_images():
     assert {SOURCES[name]["file"] for name in WEBDATA_SOURCES} == {
         "wikiart.zip",
-        "web-landmakr.zip",  # so spelled on Drive
+        "web-landmark.zip",  # as the mirrors name it; one script's web-landmakr.zip is taken
         "web-celebrity.zip",
         "share_textvqa.zip",
     }
+    assert SOURCES["webdata_web_landmark"]["old_names"] == ["web-landmakr.zip"]
+    ids = set()
     for name, folder in WEBDATA_SOURCES.items():
-        assert mini_path(name).parent.name == "1tCUQ-sq6vdshZVkF0ZeF3K4eztkXJgax"
-        assert SOURCES[name]["full"]["manual"]["instructions"].count("by itself") == 1
+        drive_id = SOURCES[name]["full"]["gdrive"]["id"]
+        ids.add(drive_id)
+        assert mini_path(name).parent.name == drive_id  # the miniature is filed by Drive id
         names = members(name)
         assert names and all(n.startswith(f"data/{folder}/images/") for n in names), name
+    assert len(ids) == 4
     assert "data/web-landmark/images/Eiffel_Tower.jpg" in members("webdata_web_landmark")
     assert "webdata" not in SOURCES
 
@@ -187,7 +191,7 @@ def test_later_allava_revisions_rename_drop_and_change_records():
     index = json.loads((ROOT / MINI_PREFIX / ALLAVA_INDEX).read_text(encoding="utf-8"))
     index = index["FreedomIntelligence/ALLaVA-4V"]
     versions = {v["short"]: v for v in index["versions"]}
-    assert versions["58347d8"]["revision"] is None
+    assert versions["58347d8"]["revision"] == SOURCES["allava_vflan_json"]["full"]["hf"]["revision"]
     assert versions["58347d8"]["file"] == SOURCES["allava_vflan_json"]["mini"]["local"]
     for v in index["versions"]:
         data = (ROOT / v["file"]).read_bytes()
@@ -240,7 +244,7 @@ def pinned_facts(origin: dict) -> set[str]:
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_every_full_origin_has_a_size_or_a_shown_size(name):
     full = SOURCES[name]["full"]
-    assert full.get("size") is not None or full.get("approx_size") is not None
+    assert full.get("size") is not None or full.get("shown_size") is not None
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -266,14 +270,72 @@ def test_expected_tree_counts_name_trees_of_that_archive():
                 assert TREES[tree]["archive"] == name, (name, profile, tree)
 
 
-def test_allava_pins_the_first_version_that_mix1m_was_built_from():
-    full = SOURCES["allava_vflan_json"]["full"]
-    assert full["hf"]["revision"] is None  # 58347d8's full hash is not known
-    assert (full["size"], full["sha256"]) == (
-        237_998_828,
-        "9647fa04dd35f23cd1bbaed2053951d292ea57b5ccf1a75d72e3994de0669d2b",
-    )
-    assert "by content" in SOURCES["allava_vflan_json"]["what"]
+# The audit of the registry against public records (DATA-FACTS, "Audit of the registry"):
+# source -> {fact: (value, how surely it is known)}.
+AUDIT = {
+    "gqa_images": {"size": (21_817_965_542, "mirror"), "sha256_prefix": ("02ce5c49c793", "mirror")},
+    "textvqa_train_val_images": {
+        "size": (7_072_297_970, "mirror"),
+        "sha256_prefix": ("ecf35005", "mirror"),
+    },
+    "vg_part1": {"size": (9_731_705_982, "mirror")},
+    "vg_part2": {"size": (5_471_658_058, "mirror")},
+    "sam_images": {"size": (8_869_030_186, "mirror"), "sha256_prefix": ("07c7feb230f7", "mirror")},
+    "webdata_web_celebrity": {
+        "size": (103_216_303, "mirror"),
+        "sha256_prefix": ("cac22138", "mirror"),
+    },
+    "webdata_web_landmark": {
+        "size": (227_426_263, "mirror"),
+        "sha256_prefix": ("0fa9f218", "mirror"),
+    },
+    "webdata_wikiart": {"size": (185_443_242, "mirror"), "sha256_prefix": ("132b7393", "mirror")},
+    "webdata_share_textvqa": {
+        "size": (126_417_739, "mirror"),
+        "sha256_prefix": ("6967fddc", "mirror"),
+    },
+    "vqa_collection": {"size": (None, None), "shown_size": ("30.2 GB", "published")},
+    "allava_vflan_json": {
+        "revision": ("58347d859e4011b11ad2f5def21c6204ab45bebf", "published"),
+        "size": (237_998_828, "published"),
+        "sha256": ("9647fa04dd35f23cd1bbaed2053951d292ea57b5ccf1a75d72e3994de0669d2b", "published"),
+    },
+    "llava_conversation_58k": {"size": (126_088_572, "mirror")},
+    "llava_complex_reasoning_77k": {"size": (79_619_894, "mirror")},
+    "coco_train2017": {"sha256_prefix": ("69a8bb58ea5f8f99", "assumed")},
+    "llava_instruct_150k": {"records": (157_712, "mirror")},
+    "llava_pretrain_images": {"files": ({"llava_pretrain_images": 558_128}, "mirror")},
+}
+DRIVE_IDS = {
+    "webdata_share_textvqa": "1f4v_3e1OJtyYqam1CEp6RenCNTU5_mG2",
+    "webdata_web_celebrity": "1-SB71C3j1mVg0kDDXwj2IWGEoBoRUD-J",
+    "webdata_web_landmark": "1JpJkN7ZMA50xAhMx9O-rVb5yLhfGm3_o",
+    "webdata_wikiart": "1FxB2Nw-vWUcTUSI_dBpPIykb-uGYoEqV",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUDIT))
+def test_every_fact_of_the_audit_is_pinned_with_its_confidence(name):
+    full = SOURCES[name]["full"]
+    for fact, (value, how) in AUDIT[name].items():
+        held = full["hf"]["revision"] if fact == "revision" else full.get(fact)
+        assert held == value, (name, fact)
+        assert (full.get("known") or {}).get(fact) == how, (name, fact)
+
+
+def test_webdata_comes_from_its_drive_ids_and_the_licences_are_the_cards():
+    for name, drive_id in DRIVE_IDS.items():
+        assert SOURCES[name]["full"]["gdrive"] == {"id": drive_id}
+    assert SOURCES["allava_vflan_json"]["licence"].startswith("CC-BY-NC-4.0")
+    assert "each task's own licence" in SOURCES["vision_flan_images"]["licence"]
+
+
+def test_every_shown_size_says_its_unit():
+    for name, source in SOURCES.items():
+        shown = source["full"].get("shown_size")
+        if shown is not None:
+            assert re.fullmatch(r"\d+(\.\d+)? (MB|GB|MiB|GiB)", shown), name
+            assert source["full"].get("size") is None, name  # exact, or as shown
 
 
 def test_vqa_collection_holds_six_subtrees_and_vg_is_split_over_two_zips():

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from llava_data.common import StageError
+from llava_data.origins import Origin
 from llava_data.preflight import main
 from llava_data.registry import fill_nulls
 
@@ -108,16 +109,30 @@ def test_a_shown_size_is_counted_and_every_fact_says_how_surely_it_is_known(tmp_
     path = tmp_path / "sources.yaml"
     reg = yaml.safe_load(path.read_text())
     reg["sources"]["webdata"]["full"].update(
-        {"approx_size": 27_400_000_000, "known": {"approx_size": "mirror"}}
+        {"shown_size": "20.3 GiB", "known": {"shown_size": "mirror"}}
     )
     reg["sources"]["coco"]["full"].update(
-        {"md5": "c" * 32, "files": {"coco": 118287}, "known": {"size": "mirror", "files": "mirror"}}
+        {
+            "md5": "c" * 32,
+            "sha256_prefix": "69a8bb58",
+            "files": {"coco": 118287},
+            "known": {"size": "mirror", "files": "mirror", "sha256_prefix": "assumed"},
+        }
     )
     path.write_text(yaml.safe_dump(reg))
     main(args)
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
-    assert "~27.40 GB" in lines["webdata"] and "~size M" in lines["webdata"]
-    assert "size M, md5 P, files M" in lines["coco"]
-    assert "to download: 27.40 GB" in out and "(1 sizes as their pages show them)" in out
+    # shown as the page shows it (binary units here); counted as its bytes, 20.3 * 2^30
+    assert "~20.3 GiB" in lines["webdata"] and "~size M" in lines["webdata"]
+    assert "size M, md5 P, sha256 prefix A, files M" in lines["coco"]
+    assert f"to download: {21_797_069_619 / 1e9:.2f} GB" in out
+    assert "(1 sizes as their pages show them)" in out
     assert "unknown size" not in out
+
+
+@pytest.mark.parametrize("shown", ["30.2", "30.2GB", "30,2 GB", "30.2 gb", 30200000000, "1 PB"])
+def test_a_shown_size_without_its_unit_is_refused_naming_the_entry(tmp_path, shown):
+    entry = {"file": "a.zip", "full": {"url": "http://x/a.zip", "shown_size": shown}}
+    with pytest.raises(StageError, match=r"sources\.a\.full.*shown_size must be a number and"):
+        Origin.parse("a", entry, "full")

@@ -48,6 +48,7 @@ def swap_pins(text: str, name: str, size: int, sha256: str) -> str:
     for i in range(start + 1, len(lines)):
         if lines[i].startswith("    full: {"):
             line = re.sub(r"\bmd5: [0-9a-f]{32}, ?", "", lines[i])
+            line = re.sub(r"\bsha256_prefix: [0-9a-f]+, ?", "", line)
             line = re.sub(r"\bsize: (?:\d+|null)", f"size: {size}", line)
             line = re.sub(r"\bsha256: (?:[0-9a-f]{64}|null)", f"sha256: {sha256}", line)
             if "sha256:" not in line:
