@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llava_data import origins
 from tests.dvcrepo import ROOT, clone
 
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -167,8 +168,9 @@ def test_could_not_ask_has_its_own_exit_code(repo, tmp_path):
 
 
 def test_a_full_make_repro_stops_on_its_check_in_seconds(repo, tmp_path):
-    """`make repro` with `profile: full` runs the same check first; a manual step not done
-    stops it there, before any stage, and the unreachable hosts do not hold it up."""
+    """`make repro` with `profile: full` runs the same check first; a source that would
+    stop a build (here a listed local copy that is not the pinned file) stops it there,
+    before any stage, and the unreachable hosts do not hold it up."""
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("profile: mini", "profile: full", 1))
     # the smallest source of each kind, so that the preflight's disk check passes here
@@ -176,25 +178,30 @@ def test_a_full_make_repro_stops_on_its_check_in_seconds(repo, tmp_path):
 
     def size(name):
         full = entries[name]["full"]
-        return full.get("size") or full.get("approx_size") or 0
+        return full.get("size") or origins.shown_bytes(name, full.get("shown_size")) or 0
 
     keep = {}
     for name in sorted(entries, key=size):
-        kind = next(iter(set(entries[name]["full"]) & {"hf", "url", "gdrive", "manual"}))
+        kind = next(iter(set(entries[name]["full"]) & set(NETWORK)))
         keep.setdefault(kind, name)
+    pinned = next(n for n in sorted(entries, key=size) if entries[n]["full"].get("size"))
+    keep["copy"] = pinned
     whole = yaml.safe_load((repo / "sources.yaml").read_text())
     whole["sources"] = {n: e for n, e in entries.items() if n in keep.values()}
     (repo / "sources.yaml").write_text(yaml.safe_dump(whole, sort_keys=False))
+    (tmp_path / "copy.bin").write_bytes(b"not the pinned file")
+    (repo / "sources.local.yaml").write_text(yaml.safe_dump({pinned: str(tmp_path / "copy.bin")}))
     try:
         done, took, attempts = offline(repo, tmp_path, ["make", "repro"])
     finally:
         subprocess.run(["git", "checkout", "params.yaml", "sources.yaml"], cwd=repo, check=True)
+        (repo / "sources.local.yaml").unlink()
     out = done.stdout + done.stderr
     assert took < DEADLINE_S, f"{took:.1f} s\n{out}"
     assert done.returncode != 0 and "Error 1" in done.stderr, out
     report = report_of(done.stdout)
-    assert sorted(report) == sorted(keep.values())
-    assert report[keep["manual"]][1] == "needs a manual step"
-    assert {report[keep[k]][1] for k in NETWORK} == {"unreachable"}
+    assert sorted(report) == sorted(set(keep.values()))
+    assert report[pinned][1] == "changed"
+    assert {report[keep[k]][1] for k in NETWORK if keep[k] != pinned} == {"unreachable"}
     assert "Running stage" not in out and "llava_data.verify" not in out
     assert all(a.startswith("resolve ") for a in attempts)
