@@ -115,6 +115,14 @@ def judge(origin: Origin, probe: Probe) -> Row:
 def _verdict(origin: Origin, probe: Probe) -> Row:
     name, kind = origin.name, origin.kind
     keep = f"`{name}: /path/to/{origin.file}`"
+    if not origin.use:
+        return Row(
+            name,
+            kind,
+            "ok",
+            f"nothing to do: left out of this profile ({origin.where}.use: false); set it to "
+            f"true to use its {len(origin.parts)} files ({origin.shown_file})",
+        )
     if probe.outcome == "found":
         differs = transports.pin_differences(origin, probe.facts)
         if differs:
@@ -387,6 +395,8 @@ def _hub_offline() -> bool:
 def probe(origin: Origin, local_copy: Path | None, hosts: Hosts | None = None) -> Probe:
     """Ask the upstream of one source (or the local copy that replaces it)."""
     hosts = Hosts() if hosts is None else hosts
+    if not origin.use:
+        return Probe("found", "the registry", reason="left out")
     if local_copy is not None:
         return probe_local(local_copy, listed=True, origin=origin)
     kind, spec = origin.kind, origin.spec
@@ -413,7 +423,27 @@ def probe(origin: Origin, local_copy: Path | None, hosts: Hosts | None = None) -
     return Probe("manual", "sources.local.yaml", reason="not listed in sources.local.yaml")
 
 
+def probe_parts(path: Path, listed: bool, origin: Origin) -> Probe:
+    """A folder of a source's parts: every part there (their total size is the fact)."""
+    where = f"the folder {path}" + (" listed in sources.local.yaml" if listed else "")
+    missing = [n for n in origin.parts if not (path / n).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+        return Probe(
+            "manual" if origin.kind == "manual" else "missing",
+            where,
+            reason=f"{len(missing)} of its {len(origin.parts)} files are not in {path} ({shown})",
+            advice=f"put them there, then run `dvc repro fetch@{origin.name}`",
+            local=True,
+        )
+    total = sum((path / n).stat().st_size for n in origin.parts)
+    note = "the fetch uses this folder; the upstream was not asked" if listed else ""
+    return Probe("found", where, {"size": total}, reason=note, local=True)
+
+
 def probe_local(path: Path, listed: bool, origin: Origin) -> Probe:
+    if origin.parts:
+        return probe_parts(path, listed, origin)
     where = f"the copy {path} listed in sources.local.yaml" if listed else f"the local file {path}"
     if not path.is_file():
         if listed:

@@ -65,11 +65,11 @@ def load_params(path: str | Path, key: str) -> Any:
 
 # `.<name>.tmp-<pid>` (being written) and `.<name>.old-<pid>` (being swapped out): the
 # temporaries a stage makes beside an output. A killed stage leaves them behind.
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)$")
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old|new)-(?P<pid>[0-9]+)$")
 
 
 def temporary(final: Path, kind: str = "tmp") -> Path:
-    """The temporary sibling of `final` this process uses (`kind` is tmp or old)."""
+    """The temporary sibling of `final` this process uses (`kind` is tmp, old or new)."""
     return final.with_name(f".{final.name}.{kind}-{os.getpid()}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,15 @@ class Origin:
     shown_size: str | None = None
     sha256_prefix: str | None = None
     old_names: tuple[str, ...] = ()  # other names a copy of the file may carry
+    parts: tuple[str, ...] = ()  # a source of many files (`file` a pattern): their names
+    use: bool = True  # false: an optional source this profile leaves out
+
+    @property
+    def shown_file(self) -> str:
+        """The file name, or for a source of parts its first and last part."""
+        if len(self.parts) > 1:
+            return f"{self.parts[0]} … {self.parts[-1]} ({len(self.parts)} files)"
+        return self.parts[0] if self.parts else self.file
 
     def confidence(self, fact: str) -> str:
         """How surely `fact` is known (published when the registry does not say)."""
@@ -111,6 +121,7 @@ class Origin:
         if len(kinds) != 1:
             raise StageError(f"{where}: give exactly one of {', '.join(KINDS)}; got {kinds}")
         unknown = set(origin) - set(KINDS) - (set(FACTS) - {"revision"}) - {"known"}
+        unknown -= {"parts", "use"}
         if unknown:
             raise StageError(f"{where}: unknown keys {sorted(unknown)}")
         size = _count(where, "size (bytes)", origin.get("size"))
@@ -151,6 +162,17 @@ class Origin:
         ):
             raise StageError(f"{where}: old_names must be a list of plain file names")
         kind = kinds[0]
+        parts = part_names(where, file, origin.get("parts"))
+        use = origin.get("use", True)
+        if not isinstance(use, bool):
+            raise StageError(f"{where}: use must be true or false, got {use!r}")
+        if parts and kind not in ("local", "manual"):
+            raise StageError(
+                f"{where}: a source of parts comes from a folder on disk (local) or a manual "
+                f"step, not {kind}"
+            )
+        if not use and not parts:
+            raise StageError(f"{where}: only a source of parts can be left out (use: false)")
         return cls(
             name,
             file,
@@ -166,12 +188,40 @@ class Origin:
             shown,
             prefix,
             tuple(old_names),
+            parts,
+            use,
         )
 
     @property
     def where(self) -> str:
         """The registry key of this origin."""
         return f"sources.{self.name}.{self.profile}"
+
+
+def part_names(where: str, file: str, raw: object) -> tuple[str, ...]:
+    """The names of a source of parts: `file` a pattern with one integer field such as
+    `sa_{:06d}.tar`, `parts` the first and last number, both included."""
+    fields = [f for _, f, _, _ in string.Formatter().parse(file) if f is not None]
+    if raw is None:
+        if fields:
+            raise StageError(f"{where}: `file` {file!r} is a pattern: give `parts: [first, last]`")
+        return ()
+    ok = isinstance(raw, list) and len(raw) == 2
+    ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in raw)
+    if not ok or raw[0] > raw[1]:
+        raise StageError(f"{where}: parts must be [first, last], whole numbers, got {raw!r}")
+    if fields != [""]:
+        raise StageError(
+            f"{where}: a source of parts names its files with one field, e.g. sa_{{:06d}}.tar; "
+            f"got {file!r}"
+        )
+    try:
+        names = tuple(file.format(n) for n in range(raw[0], raw[1] + 1))
+    except (ValueError, IndexError) as err:
+        raise StageError(f"{where}: `file` {file!r} cannot name a part ({err})") from None
+    if len(set(names)) != len(names) or any("/" in n for n in names):
+        raise StageError(f"{where}: `file` {file!r} must give each part its own plain name")
+    return names
 
 
 def local_copies(overrides: Path | None) -> dict[str, Path]:
@@ -187,14 +237,16 @@ def local_copies(overrides: Path | None) -> dict[str, Path]:
     return {str(k): Path(os.path.expanduser(str(v))) for k, v in table.items()}
 
 
-def local_copy_for(name: str, overrides: Path | None) -> Path | None:
-    """The path of an existing copy of `name` listed in the (uncommitted) overrides file."""
+def local_copy_for(name: str, overrides: Path | None, folder: bool = False) -> Path | None:
+    """The path of an existing copy of `name` listed in the (uncommitted) overrides file:
+    a file, or with `folder` (a source of parts) the folder holding the parts."""
     path = local_copies(overrides).get(name)
     if path is None:
         return None
-    if not path.is_file():
+    if not (path.is_dir() if folder else path.is_file()):
+        what = "a folder (of the source's parts)" if folder else "a file"
         raise StageError(
-            f"source {name!r}: {overrides} points at {path}, which is not a file; fix that "
+            f"source {name!r}: {overrides} points at {path}, which is not {what}; fix that "
             f"line, or remove it to download from the origin, and run `dvc repro fetch@{name}`"
         )
     return path

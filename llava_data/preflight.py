@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 
 from llava_data.common import StageError, load_params, run_main
-from llava_data.layout import STAMP_NAME
+from llava_data.layout import STAMP_NAME, tree_specs
 from llava_data.origins import Origin, local_copy_for
+from llava_data.parts import SUMS
 
 GB = 1e9
 
@@ -92,9 +93,13 @@ def state_of(
 ) -> SourceState:
     origin = Origin.parse(name, entry, profile)
     size = origin.size if origin.size is not None else origin.approx_size
-    final = downloads / name / origin.file
+    final = downloads / name / (SUMS if origin.parts else origin.file)
     part = downloads / ".partial" / name / (origin.file + ".part")
-    if final.is_file() and (origin.size is None or final.stat().st_size == origin.size):
+    if not origin.use:
+        status, missing = "left out (use: false)", 0
+    elif final.is_file() and (
+        origin.parts or origin.size is None or final.stat().st_size == origin.size
+    ):
         status, missing = "present", 0
     elif local is not None:
         status, missing = "local copy", 0
@@ -104,16 +109,16 @@ def state_of(
         missing = None if size is None else max(size - have, 0)
     else:
         status, missing = "missing", size
-    dests = [t["dest"] for t in trees.values() if t["archive"] == name]
+    dests = [t.dest for t in trees.values() if name in t.archives]
     pending = [d for d in dests if not (data_root / d / STAMP_NAME).is_file()]
     # images barely compress: an archive expands to about its own size
-    extract = 0 if not pending else size
+    extract = 0 if not pending or not origin.use else size
     manual = {"manual": "manual", "gdrive": "maybe manual"}.get(origin.kind, "")
-    if status in ("present", "local copy"):
+    if status in ("present", "local copy") or not origin.use:
         manual = ""
     return SourceState(
         name,
-        origin.file,
+        origin.shown_file,
         size,
         str(entry.get("licence", "")),
         origin.kind,
@@ -139,7 +144,8 @@ def report(states: list[SourceState]) -> str:
         f"{'source':28} {'file':40} {'size':>11}  {'held to':40} {'status':24} {'step':13} licence"
     ]
     for s in states:
-        step = s.manual or ("" if s.status in ("present", "local copy") else f"fetch ({s.kind})")
+        done = s.status in ("present", "local copy") or s.status.startswith("left out")
+        step = s.manual or ("" if done else f"fetch ({s.kind})")
         lines.append(
             f"{s.name:28} {s.file[:40]:40} {size_cell(s):>11}  {s.facts:40} "
             f"{s.status:24} {step:13} {s.licence}"
@@ -176,7 +182,7 @@ def main(argv=None) -> None:
     profile = args.profile or load_params(args.params, "profile")
     with open(args.registry, encoding="utf-8") as fh:
         registry = yaml.safe_load(fh)
-    trees = registry["layout"]["trees"]
+    trees = tree_specs(registry["layout"])
     states = [
         state_of(
             name,
@@ -185,7 +191,7 @@ def main(argv=None) -> None:
             args.downloads,
             args.data_root,
             trees,
-            local_copy_for(name, args.local_copies),
+            local_copy_for(name, args.local_copies, folder="parts" in entry.get(profile, {})),
         )
         for name, entry in registry["sources"].items()
     ]
@@ -194,7 +200,7 @@ def main(argv=None) -> None:
     download, extract, unknown = needed(states)
     free = free_bytes(args.downloads)
     manual = [s.name for s in states if s.manual == "manual"]
-    approx = sum(1 for s in states if s.approx)
+    approx = sum(1 for s in states if s.approx and not s.status.startswith("left out"))
     print(
         f"\nto download: {human(download)}; to extract: {human(extract)}; "
         f"free: {human(free)}"

@@ -418,7 +418,7 @@ def obtain(kind: str, spec, origin, part: Path) -> dict[str, str]:
 def manual_instruction(origin, kind: str, spec) -> str:
     """What the user must do for a file no transport can fetch."""
     steps = manual_steps(origin, kind, spec)
-    return f"source {origin.name!r} ({origin.file}) needs a manual step: {steps}"
+    return f"source {origin.name!r} ({origin.shown_file}) needs a manual step: {steps}"
 
 
 def manual_steps(origin, kind: str, spec) -> str:
@@ -433,12 +433,21 @@ def manual_steps(origin, kind: str, spec) -> str:
     held = ", ".join(f"{a} {v}" for a, v in origin.checksums)
     if origin.size is not None:
         held = f"{origin.size:,} bytes" + (f" and {held}" if held else "")
-    held = held or (
-        "no checksum yet (once it is checked whole, its size and sha256 are recorded in "
-        "sources.yaml: commit that change)"
-    )
+    if origin.parts:
+        saved, thing = f"/path/to/{origin.name}/", f"the folder of its {len(origin.parts)} files"
+        held = held and f"{held} (the parts' total, and the sha256 of their sha256sum listing)"
+        held = held or (
+            "no checksum yet (once every file reads whole, the total size and the sha256 of "
+            "the files' sha256sum listing are recorded in sources.yaml: commit that change)"
+        )
+    else:
+        thing = "the file"
+        held = held or (
+            "no checksum yet (once it is checked whole, its size and sha256 are recorded in "
+            "sources.yaml: commit that change)"
+        )
     return (
-        f"{what}. Then list the file in sources.local.yaml as `{origin.name}: {saved}` and run "
+        f"{what}. Then list {thing} in sources.local.yaml as `{origin.name}: {saved}` and run "
         f"`dvc repro fetch@{origin.name}`; it will be held to {held}"
     )
 

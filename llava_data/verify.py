@@ -12,6 +12,7 @@ removes them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import zlib
@@ -28,7 +29,7 @@ from llava_data.common import (
     run_main,
     stale_temporaries,
 )
-from llava_data.layout import STAMP_NAME
+from llava_data.layout import STAMP_NAME, extract_stage, tree_specs
 from llava_data.validate import missing_images
 
 
@@ -40,6 +41,7 @@ class TreeReport:
     missing: tuple[str, ...]
     wrong: tuple[str, ...]
     stamp_missing: bool
+    stage: str = ""  # the stage that extracts it (extract@<tree> when not given)
 
     @property
     def ok(self) -> bool:
@@ -104,15 +106,16 @@ def describe(report: TreeReport) -> str:
         parts.append(f"{len(report.wrong):,} changed (e.g. {report.wrong[0]})")
     if report.stamp_missing:
         parts.append("not extracted yet")
+    stage = report.stage or f"extract@{report.tree}"
     return (
         f"DAMAGED {report.tree}: data/{report.dest}: {'; '.join(parts)}. "
-        f"Rebuild it with: dvc repro --force --single-item extract@{report.tree}"
+        f"Rebuild it with: dvc repro --force --single-item {stage}"
     )
 
 
 def output_paths(lock: Path | None, data_root: Path, trees: dict) -> list[Path]:
     """Every output dvc.lock lists, and every tree folder of the layout."""
-    paths = [data_root / tree["dest"] for tree in trees.values()]
+    paths = [data_root / tree.dest for tree in trees.values()]
     if lock is not None and lock.is_file():
         with open(lock, encoding="utf-8") as fh:
             stages = (yaml.safe_load(fh) or {}).get("stages") or {}
@@ -145,7 +148,7 @@ def main(argv=None) -> None:
     )
     args = ap.parse_args(argv)
 
-    trees = load_params(args.registry, "layout.trees")
+    trees = tree_specs(load_params(args.registry, "layout"))
     stale = stale_beside(output_paths(args.lock, args.data_root, trees))
     for path in stale:
         if args.repair:
@@ -161,10 +164,11 @@ def main(argv=None) -> None:
                 print(f"not yet built {tree}: `dvc repro` extracts it")
                 continue
             raise StageError(f"{manifest} is missing: run `dvc repro` (or `dvc pull`) first")
-        dest = trees[tree]["dest"]
+        dest = trees[tree].dest
         report = check_tree(
             tree, dest, read_manifest(manifest), args.data_root, args.crc, args.quick
         )
+        report = dataclasses.replace(report, stage=extract_stage(trees[tree]))
         if args.repair and report.stamp_missing:
             continue  # dvc repro sees the missing stamp and extracts the tree anyway
         print(describe(report))

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import sys
+import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import yaml
 from PIL import Image
 
 from llava_data.common import StageError
-from llava_data.layout import TreeSpec, choose_prefix, select_members
+from llava_data.layout import TreeSpec, choose_prefix, select_members, tar_entries, tree_specs
 
 MINI_PREFIX = "miniature/upstream/"
 IMAGE_TOKEN = "<image>"
@@ -65,6 +67,16 @@ SAM_ABSENT = "sa_235015"
 # sam_images_share-sft.zip: whether its sa_*.jpg sit flat or under one folder is unverified;
 # the miniature puts them under one folder whose name the layout does not know (`*/`).
 SAM_FOLDER = "sam_images_share-sft/"
+# SA-1B's tars (sources.sa1b, parts 000000-000002 in the miniature): sa_<n>.jpg and its
+# sa_<n>.json of masks at the root. Two images are also in the 9K zip, with the same bytes
+# (the pool takes them once); the others only ShareGPT4V-PT's records name.
+SA1B_PARTS = {
+    "sa_000000.tar": ("sa_1", "sa_2"),
+    "sa_000001.tar": ("sa_11187", SAM_IDS[0]),
+    "sa_000002.tar": ("sa_22262", SAM_IDS[1]),
+}
+SA1B_ONLY = tuple(i for ids in SA1B_PARTS.values() for i in ids if i not in SAM_IDS)
+TAR_MTIME = 1577836800  # 2020-01-01, as the zips' dates
 # ShareGPT4V WebData: folder -> file stems; the last of each is referenced but absent.
 WEBDATA = {
     "web-celebrity": ("Gong_Li", "Salma_Hayek", "Tom_Hanks", "Choi_Min-sik"),
@@ -585,7 +597,7 @@ def sharegpt4v_pt_records() -> dict[str, dict]:
     caption prompt comes before <image>, as in ShareGPT4V's SFT captions."""
     images = [("coco", i, f"coco/train2017/{i}.jpg") for i in COCO_IDS]
     images += [("lcs", i, f"llava/llava_pretrain/images/{i[:5]}/{i}.jpg") for i in PRETRAIN_IDS]
-    images += [("sam", i, f"sam/images/{i}.jpg") for i in SAM_IDS]
+    images += [("sam", i, f"sam/images/{i}.jpg") for i in SAM_IDS + SA1B_ONLY]
     keyed = {}
     for source, id_, image in images:
         key = f"pt/{source}/{id_}"
@@ -708,9 +720,42 @@ def archive_files() -> dict[str, bytes]:
     }
 
 
-def build_files() -> dict[str, bytes]:
-    """Per source name of sources.yaml: the bytes of its miniature file."""
-    return annotation_files() | archive_files()
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """A plain tar of `members` in name order, fixed metadata, ending after its two zero
+    blocks (without the padding to a 10 KiB record, which readers do not need)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(members[name]), TAR_MTIME, 0o644
+            archive.addfile(info, io.BytesIO(members[name]))
+        end = archive.offset + 2 * tarfile.BLOCKSIZE
+    return buffer.getvalue()[:end]
+
+
+def sa1b_parts() -> dict[str, bytes]:
+    """SA-1B's miniature tars by part name; an image the 9K zip also holds has its bytes."""
+    out = {}
+    for part, ids in SA1B_PARTS.items():
+        members = {}
+        for i in ids:
+            source = f"{SAM_FOLDER}{i}.jpg" if i in SAM_IDS else f"{i}.jpg"
+            members[f"{i}.jpg"] = member_bytes(source, "JPEG")
+            masks = {"image": {"image_id": int(i[3:]), "file_name": f"{i}.jpg"}, "annotations": []}
+            members[f"{i}.json"] = compact_json(masks)
+        out[part] = tar_bytes(members)
+    return out
+
+
+def parted_files() -> dict[str, dict[str, bytes]]:
+    """Per source of parts: its files' bytes by name."""
+    return {"sa1b": sa1b_parts()}
+
+
+def build_files() -> dict:
+    """Per source name of sources.yaml: the bytes of its miniature file (a source of
+    parts: its files' bytes by name)."""
+    return annotation_files() | archive_files() | parted_files()
 
 
 def revision_files(first: bytes) -> dict[str, bytes]:
@@ -756,40 +801,75 @@ def revision_files(first: bytes) -> dict[str, bytes]:
     return files
 
 
-def tree_members(trees: dict[str, dict], files: dict[str, bytes]) -> tuple[dict, list[str]]:
-    """Per layout tree, the files extraction takes from its miniature archive (chosen as
-    stages/extract.py chooses them); and the trees for which it would find none."""
+def archive_infos(label: str, name: str, data: bytes) -> list:
+    """The entries of one miniature archive file (zip, or a plain tar by its name)."""
+    if not name.endswith(".tar"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.infolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return tar_entries(label, path, "regenerate the miniature")
+
+
+def tree_members(layout: dict, files: dict) -> tuple[dict, list[str]]:
+    """Per layout tree (`layout.trees` and `layout.pools`) and input archive, the files
+    extraction takes from its miniature archive (chosen as stages/extract.py chooses
+    them); and the trees for which it would find none. `files[source]` is a file's
+    bytes, or for a source of parts its files' bytes by name."""
     taken, problems = {}, []
-    for tree, raw in sorted(trees.items()):
+    try:
+        specs = tree_specs(layout)
+    except StageError as err:
+        return {}, [str(err)]
+    for tree, spec in specs.items():
         try:
-            spec = TreeSpec.parse(tree, raw)
-            if spec.archive not in files:
-                raise StageError(f"no miniature archive {spec.archive!r}")
-            with zipfile.ZipFile(io.BytesIO(files[spec.archive])) as archive:
-                infos = archive.infolist()
-                prefix = choose_prefix(f"tree {tree}", spec, infos)
-                taken[tree] = select_members(f"tree {tree}", spec, infos, prefix)
+            taken[tree] = {}
+            for inp in spec.inputs:
+                if inp.archive not in files:
+                    raise StageError(f"no miniature archive {inp.archive!r}")
+                data = files[inp.archive]
+                one = TreeSpec(
+                    tree, inp.archive, inp.candidates, spec.dest, spec.rename_ext, spec.decode_names
+                )
+                found = []
+                for name, blob in sorted(data.items() if isinstance(data, dict) else [("", data)]):
+                    infos = archive_infos(f"tree {tree}", name, blob)
+                    prefix = choose_prefix(f"tree {tree}", one, infos)
+                    found += select_members(f"tree {tree}", one, infos, prefix, inp.only_ext)
+                taken[tree][inp.archive] = found
         except StageError as err:
             problems.append(f"{tree}: {err}")
     return taken, problems
 
 
-def content_counts(files: dict[str, bytes], trees: dict[str, dict]) -> dict[str, dict]:
+def content_counts(files: dict, layout: dict) -> dict[str, dict]:
     """Per source: `records` of a JSON array file, `files` per layout tree of an archive."""
     counts: dict[str, dict] = {}
     for name, data in files.items():
-        if data.lstrip()[:1] == b"[":
+        if isinstance(data, bytes) and data.lstrip()[:1] == b"[":
             counts[name] = {"records": len(json.loads(data))}
-    taken, _ = tree_members(trees, files)
+    taken, _ = tree_members(layout, files)
     for tree in sorted(taken):
-        archive = trees[tree]["archive"]
-        counts.setdefault(archive, {}).setdefault("files", {})[tree] = len(taken[tree])
+        for archive, found in taken[tree].items():
+            counts.setdefault(archive, {}).setdefault("files", {})[tree] = len(found)
     return counts
 
 
-def mini_line(indent: str, path: str, data: bytes, counts: dict) -> str:
-    """The one-line `mini:` origin of a miniature file: where, size, sha256, what it holds."""
-    parts = [f"local: {path}", f"size: {len(data)}", f"sha256: {sha256(data)}"]
+def folder_bytes(parts: dict[str, bytes]) -> bytes:
+    """What pins a source of parts: its `sha256sum` listing (see llava_data.parts)."""
+    return "".join(f"{sha256(parts[n])}  {n}\n" for n in sorted(parts)).encode("utf-8")
+
+
+def mini_line(indent: str, path: str, data, counts: dict, keep: str = "") -> str:
+    """The one-line `mini:` origin of a miniature file: where, size, sha256, what it holds
+    (a source of parts: their total size and the sha256 of their listing; `keep`: its
+    `parts` and `use`, as the line had them)."""
+    if isinstance(data, dict):
+        size, digest = sum(map(len, data.values())), sha256(folder_bytes(data))
+    else:
+        size, digest = len(data), sha256(data)
+    parts = [f"local: {path}", *([keep] if keep else []), f"size: {size}", f"sha256: {digest}"]
     if "records" in counts:
         parts.append(f"records: {counts['records']}")
     if "files" in counts:
@@ -806,7 +886,9 @@ def update_registry(text: str, files: dict[str, bytes], counts: dict[str, dict])
         match = re.match(r"^(\s+)mini: \{local: ([^,}\s]+)[,}]", line)
         if match and match.group(2) in files:
             path = match.group(2)
-            lines[n] = mini_line(match.group(1), path, files[path], counts.get(path, {}))
+            keep = re.search(r"parts: \[[^]]*\], use: (?:true|false)", line)
+            held = counts.get(path, {})
+            lines[n] = mini_line(match.group(1), path, files[path], held, keep and keep.group(0))
     return "".join(lines)
 
 
@@ -846,19 +928,23 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in locals_.items()
         if not path.startswith(MINI_PREFIX)
     ]
-    trees = config["layout"]["trees"]
-    problems += tree_members(trees, files)[1]
+    layout = config["layout"]
+    problems += tree_members(layout, files)[1]
     if problems:
         sys.exit("miniature: " + "; ".join(problems))
 
     extra = revision_files(files["allava_vflan_json"])
     for name, path in sorted(locals_.items()):
-        write_atomic(args.out / path.removeprefix(MINI_PREFIX), files[name])
+        if isinstance(files[name], dict):
+            for part, data in sorted(files[name].items()):
+                write_atomic(args.out / path.removeprefix(MINI_PREFIX) / part, data)
+        else:
+            write_atomic(args.out / path.removeprefix(MINI_PREFIX), files[name])
     for path, data in sorted(extra.items()):
         write_atomic(args.out / path, data)
     if args.update_registry:
         text = registry.read_text(encoding="utf-8")
-        counts = content_counts(files, trees)
+        counts = content_counts(files, layout)
         updated = update_registry(
             text,
             {locals_[name]: data for name, data in files.items()},
@@ -866,9 +952,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if updated != text:
             write_atomic(registry, updated.encode("utf-8"))
-    total = sum(len(data) for data in files.values())
+    blobs = [b for d in files.values() for b in (d.values() if isinstance(d, dict) else [d])]
+    total = sum(map(len, blobs))
     print(
-        f"miniature: {len(files)} files, {total} bytes in {args.out}; "
+        f"miniature: {len(blobs)} files, {total} bytes in {args.out}; "
         f"{len(extra)} beside them ({args.out / REVISIONS_INDEX})",
         file=sys.stderr,
     )

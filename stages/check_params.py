@@ -51,18 +51,32 @@ def check_profile(profile: object, sources: dict) -> str:
 
 
 def check_layout(layout: object, sources: dict) -> list[str]:
-    """Problems of `layout.trees`, `layout.annotations` and `layout.copies`."""
+    """Problems of `layout.trees`, `layout.pools`, `layout.annotations` and `layout.copies`."""
     if not isinstance(layout, dict):
         return ["sources.yaml: `layout` must be a mapping of trees, annotations and copies"]
     problems = []
-    for name, raw in sorted((layout.get("trees") or {}).items()):
-        try:
-            spec = TreeSpec.parse(name, raw)
-        except StageError as err:
-            problems.append(str(err))
-            continue
-        if spec.archive not in sources:
-            problems.append(f"layout.trees.{name}: archive {spec.archive!r} is not a source")
+    parsers = (("trees", TreeSpec.parse), ("pools", TreeSpec.parse_pool))
+    for section, parse in parsers:
+        for name, raw in sorted((layout.get(section) or {}).items()):
+            try:
+                spec = parse(name, raw)
+            except StageError as err:
+                problems.append(str(err))
+                continue
+            for archive in spec.archives:
+                if archive not in sources:
+                    problems.append(f"layout.{section}.{name}: archive {archive!r} is not a source")
+    dests = {}
+    for section in ("trees", "pools"):
+        for name, raw in sorted((layout.get(section) or {}).items()):
+            dest = raw.get("dest") if isinstance(raw, dict) else None
+            if dest in dests:
+                problems.append(
+                    f"layout.{section}.{name}: dest {dest!r} is also {dests[dest]}'s; one tree "
+                    f"per folder (a folder several archives fill is a pool, layout.pools)"
+                )
+            elif isinstance(dest, str):
+                dests[dest] = name
     for name, raw in sorted((layout.get("annotations") or {}).items()):
         where = f"layout.annotations.{name}"
         if name not in sources:

@@ -22,8 +22,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from llava_data import jsonscan, transports
-from llava_data.common import StageError, file_digest, load_params, run_main
+from llava_data import jsonscan, parts, transports
+from llava_data.common import StageError, atomic_path, file_digest, load_params, run_main
 from llava_data.origins import (
     HEX,
     RECORDABLE,
@@ -349,6 +349,130 @@ def fetch(
     return final
 
 
+def fetch_parts(
+    origin: Origin,
+    out_dir: Path,
+    partial_dir: Path,
+    local_copy: Path | None,
+    registry: Path | None = None,
+) -> Path:
+    """Obtain, verify and place a source of parts (see `llava_data.parts`); return the
+    listing written beside them.
+
+    Parts already in `out_dir` are kept; the missing ones are taken (linked, else copied)
+    from the local folder (`local:` or the sources.local.yaml line), or the stage stops
+    with the manual step. The parts' total size and listing sha256 are then checked
+    against the registry; unpinned, every tar must be whole before both are pinned. An
+    optional source this profile leaves out (`use: false`) gets one note file instead.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not origin.use:
+        return leave_out(origin, out_dir, partial_dir)
+    keep = {*origin.parts, parts.SUMS}
+    for stray in sorted(out_dir.iterdir()):
+        if stray.name not in keep:
+            reject(stray, partial_dir, origin.name)
+    todo = [n for n in origin.parts if not (out_dir / n).is_file()]
+    src = local_source(origin, local_copy)
+    if todo and src is None:
+        held = len(origin.parts) - len(todo)
+        have = f" ({held} of {len(origin.parts)} parts are already in {out_dir})" if held else ""
+        raise StageError(transports.manual_instruction(origin, origin.kind, origin.spec) + have)
+    missing = [n for n in todo if not (src / n).is_file()]
+    if missing:
+        raise StageError(
+            f"source {origin.name!r}: {len(missing)} of its {len(origin.parts)} parts are "
+            f"neither in {out_dir} nor in {src}: {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''}. Put them in {src} and run "
+            f"`dvc repro fetch@{origin.name}`"
+        )
+    staging = partial_dir / origin.name
+    for name in todo:
+        part = staging / (name + ".part")
+        transports.link_or_copy(src / name, part)
+        os.replace(part, out_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    text = parts.listing(out_dir, origin.parts)
+    size = sum((out_dir / n).stat().st_size for n in origin.parts)
+    digest = parts.listing_digest(text)
+    check_parts(origin, out_dir, partial_dir, text, size, digest, registry)
+    learned = learned_facts(origin, size, {"sha256": digest}, {})
+    if needs_wholeness_check(origin, learned, {}):
+        for name in origin.parts:
+            problem = parts.tar_problem(out_dir / name) if name.endswith(".tar") else None
+            if problem is not None:
+                kept = reject(out_dir / name, partial_dir, origin.name)
+                raise StageError(
+                    f"source {origin.name!r}: part {name} is not whole: {problem}. Nothing was "
+                    f"pinned; the part was moved to {kept} (not deleted). Put a good copy of "
+                    f"{name} in {src} and run `dvc repro fetch@{origin.name}`"
+                )
+    sums = out_dir / parts.SUMS
+    with atomic_path(sums) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    if learned:
+        announce_learned(origin, learned, registry)
+    return sums
+
+
+def check_parts(
+    origin: Origin,
+    out_dir: Path,
+    partial_dir: Path,
+    text: str,
+    size: int,
+    digest: str,
+    registry: Path | None,
+) -> None:
+    """Refuse parts whose total size or listing sha256 is not the registry's, naming the
+    parts that changed since the last verified listing. Nothing is moved: the parts stay
+    in `out_dir`, and the new listing is kept for comparison."""
+    pinned = dict(origin.checksums).get("sha256")
+    if origin.size in (None, size) and pinned in (None, digest):
+        return
+    new = partial_dir / origin.name / (parts.SUMS + ".new")
+    new.parent.mkdir(parents=True, exist_ok=True)
+    new.write_text(text, encoding="utf-8")
+    if origin.size not in (None, size):
+        what = f"{size:,} bytes in all, the registry says {origin.size:,}"
+    else:
+        what = f"a listing with sha256 {digest}, the registry says {pinned}"
+    changed = parts.differing(parts.read_listing(out_dir / parts.SUMS), parts.read_listing(new))
+    named = (
+        f"Parts that differ from the last verified listing ({out_dir / parts.SUMS}): "
+        f"{', '.join(changed)}. "
+        if changed
+        else f"Compare {new} with `sha256sum` of a good copy to find the part that differs. "
+    )
+    name, pins = _registry_name(registry), _null_keys(origin, ["size", "sha256"])
+    raise StageError(
+        f"source {origin.name!r}: its {len(origin.parts)} parts in {out_dir} have {what} "
+        f"({origin.where}). {named}The listing of what is there now is {new}. If the "
+        f"registry is right, delete the bad part from {out_dir} (the next run takes it again "
+        f"from the local folder), put a good copy there, and run `dvc repro "
+        f"fetch@{origin.name}`. If the registry is wrong, set {pins} "
+        f"back to null in {name} and run it again: it pins what it finds"
+    )
+
+
+def leave_out(origin: Origin, out_dir: Path, partial_dir: Path) -> Path:
+    """An optional source left out of this profile: one note file, nothing else (parts
+    fetched before are moved aside, never deleted)."""
+    note = out_dir / parts.LEFT_OUT
+    for stray in sorted(out_dir.iterdir()):
+        if stray.name != parts.LEFT_OUT:
+            kept = reject(stray, partial_dir, origin.name)
+            print(f"source {origin.name!r} is left out: moved {stray} to {kept}", file=sys.stderr)
+    with atomic_path(note) as tmp:
+        tmp.write_text(
+            f"{origin.name}: left out of this profile ({origin.where}.use: false).\n"
+            f"Set it to true to use its {len(origin.parts)} files "
+            f"({origin.shown_file}).\n",
+            encoding="utf-8",
+        )
+    return note
+
+
 def adopt_old_name(origin: Origin, out_dir: Path) -> None:
     """A file fetched under one of the entry's `old_names` (e.g. web-landmakr.zip, as one
     download script spelled it) takes the current name, to be verified and kept as usual."""
@@ -522,9 +646,10 @@ def main(argv=None) -> None:
 
     entry = load_params(args.registry, f"sources.{args.source}")
     origin = Origin.parse(args.source, entry, args.profile)
-    local = local_copy_for(args.source, args.local_copies)
+    local = local_copy_for(args.source, args.local_copies, folder=bool(origin.parts))
     transports.use_mirrors(args.mirrors)
-    fetch(origin, args.out, args.partial, local, Path(args.registry))
+    run = fetch_parts if origin.parts else fetch
+    run(origin, args.out, args.partial, local, Path(args.registry))
 
 
 if __name__ == "__main__":

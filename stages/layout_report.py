@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from llava_data.common import atomic_path, load_params, run_main, write_json
+from llava_data.layout import tree_specs
 from llava_data.origins import Origin
 from llava_data.verify import read_manifest
 
@@ -104,13 +105,16 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     profile = load_params(args.params, "profile")
-    trees = load_params(args.registry, "layout.trees")
+    specs = tree_specs(load_params(args.registry, "layout"))
+    trees = {name: {"dest": spec.dest} for name, spec in specs.items()}
     sources = load_params(args.registry, "sources")
     expected = {}
-    for name, tree in trees.items():
-        origin = Origin.parse(tree["archive"], sources[tree["archive"]], profile)
-        count = dict(origin.files).get(name)
-        expected[name] = (count, origin.confidence("files"))
+    for name, spec in specs.items():
+        # a pool's count is its one used input's (two inputs may hold the same files)
+        origins = [Origin.parse(a, sources[a], profile) for a in spec.archives]
+        used = [o for o in origins if o.use]
+        count = dict(used[0].files).get(name) if len(used) == 1 else None
+        expected[name] = (count, used[0].confidence("files") if len(used) == 1 else "published")
     rows, prefixes = {}, {}
     for name in trees:
         manifest = args.manifests / f"{name}.tsv"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llava_data.layout import tree_specs
 from miniature.generate import (
     MINI_PREFIX,
     WEBDATA_SOURCES,
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = yaml.safe_load((ROOT / "sources.yaml").read_text(encoding="utf-8"))
 SOURCES = REGISTRY["sources"]
 TREES = REGISTRY["layout"]["trees"]
+SPECS = tree_specs(REGISTRY["layout"])
 FACTS = ("size", "sha256", "md5", "shown_size", "sha256_prefix", "records", "files")
 ALLAVA_INDEX = "hf-revisions.json"
 
@@ -46,7 +48,10 @@ def test_generator_reproduces_the_committed_files_byte_for_byte():
     files = build_files()
     assert sorted(files) == sorted(SOURCES)
     for name, data in files.items():
-        assert mini_path(name).read_bytes() == data, name
+        if isinstance(data, dict):  # a source of parts: a folder of them
+            assert {p.name: p.read_bytes() for p in mini_path(name).iterdir()} == data, name
+        else:
+            assert mini_path(name).read_bytes() == data, name
     extra = revision_files(files["allava_vflan_json"])
     for path, data in extra.items():
         assert (ROOT / MINI_PREFIX / path).read_bytes() == data, path
@@ -56,14 +61,20 @@ def test_nothing_stale_lies_in_the_miniature():
     committed = {
         p.relative_to(ROOT).as_posix() for p in (ROOT / MINI_PREFIX).rglob("*") if p.is_file()
     }
-    written = {source["mini"]["local"] for source in SOURCES.values()}
+    written = {s["mini"]["local"] for s in SOURCES.values() if "parts" not in s["mini"]}
+    written |= {
+        f"{s['mini']['local']}/{part}"
+        for name, s in SOURCES.items()
+        if "parts" in s["mini"]
+        for part in build_files()[name]
+    }
     written |= {MINI_PREFIX + path for path in revision_files(build_files()["allava_vflan_json"])}
     assert committed == written
 
 
 def test_registry_holds_each_mini_file_records_and_tree_file_counts():
     files = build_files()
-    counts = content_counts(files, TREES)
+    counts = content_counts(files, REGISTRY["layout"])
     for name, source in SOURCES.items():
         held = {key: source["mini"][key] for key in ("records", "files") if key in source["mini"]}
         assert held == counts.get(name, {}), name
@@ -71,15 +82,24 @@ def test_registry_holds_each_mini_file_records_and_tree_file_counts():
 
 
 def test_every_tree_finds_its_members_in_the_miniature_as_extract_chooses_them():
-    taken, problems = tree_members(TREES, build_files())
+    taken, problems = tree_members(REGISTRY["layout"], build_files())
     assert problems == []
-    assert all(taken[tree] for tree in TREES)
+    assert sorted(taken) == sorted([*TREES, *REGISTRY["layout"]["pools"]])
+    assert all(found for tree in taken.values() for found in tree.values())
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_registry_holds_each_mini_file_size_and_checksum(name):
-    data = mini_path(name).read_bytes()
-    assert SOURCES[name]["mini"]["size"] == len(data)
+    path = mini_path(name)
+    if path.is_dir():  # a source of parts: their total, and the sha256 of `sha256sum`'s listing
+        names = [p.name for p in sorted(path.iterdir())]
+        data = "".join(
+            f"{hashlib.sha256((path / n).read_bytes()).hexdigest()}  {n}\n" for n in names
+        ).encode()
+        assert SOURCES[name]["mini"]["size"] == sum((path / n).stat().st_size for n in names)
+    else:
+        data = path.read_bytes()
+        assert SOURCES[name]["mini"]["size"] == len(data)
     assert SOURCES[name]["mini"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -167,9 +187,10 @@ def test_sam_zip_has_its_drive_name_one_wrapper_folder_and_lacks_a_referenced_im
     names = members("sam_images")
     tops = {n.split("/")[0] for n in names}
     assert len(tops) == 1 and all(n.count("/") == 1 for n in names)
-    assert tops != {"images"} and TREES["sam_images"]["from"] == ["*/", ""]
-    taken, _ = tree_members({"sam_images": TREES["sam_images"]}, build_files())
-    assert sorted(m.target for m in taken["sam_images"]) == sorted(
+    pool = REGISTRY["layout"]["pools"]["sam_images"]
+    assert tops != {"images"} and pool["inputs"][0]["from"] == ["*/", ""]
+    taken, _ = tree_members({"pools": {"sam_images": pool}}, build_files())
+    assert sorted(m.target for m in taken["sam_images"]["sam_images"]) == sorted(
         n.split("/", 1)[1] for n in names
     )
     referenced = {
@@ -267,7 +288,7 @@ def test_expected_tree_counts_name_trees_of_that_archive():
     for name, source in SOURCES.items():
         for profile in ("full", "mini"):
             for tree in source[profile].get("files") or {}:
-                assert TREES[tree]["archive"] == name, (name, profile, tree)
+                assert name in SPECS[tree].archives, (name, profile, tree)
 
 
 # The audit of the registry against public records (DATA-FACTS, "Audit of the registry"):

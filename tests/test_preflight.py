@@ -136,3 +136,29 @@ def test_a_shown_size_without_its_unit_is_refused_naming_the_entry(tmp_path, sho
     entry = {"file": "a.zip", "full": {"url": "http://x/a.zip", "shown_size": shown}}
     with pytest.raises(StageError, match=r"sources\.a\.full.*shown_size must be a number and"):
         Origin.parse("a", entry, "full")
+
+
+def test_an_optional_source_left_out_is_shown_but_not_counted_and_needs_no_step(tmp_path, capsys):
+    args = registry(tmp_path, 1000)
+    table = yaml.safe_load((tmp_path / "sources.yaml").read_text())
+    sa1b = {"manual": {"instructions": "x"}, "parts": [0, 50], "shown_size": "535 GB"}
+    table["sources"]["sa1b"] = {"file": "sa_{:06d}.tar", "full": {**sa1b, "use": False}}
+    pool = {"archive": "sa1b", "from": ""}
+    table["layout"]["pools"] = {
+        "sam": {"dest": "sam/images", "inputs": [{"archive": "coco", "from": ""}, pool]}
+    }
+    table["layout"]["trees"] = {}
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(table))
+    main(args)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert "sa_000000.tar … sa_000050.tar (51 files)" in lines["sa1b"]
+    assert "~535 GB" in lines["sa1b"] and "left out (use: false)" in lines["sa1b"]
+    assert "manual steps needed before the build: webdata (" in out  # not sa1b
+    assert "to download: 1,000 B; to extract: 1,000 B" in out
+    table["sources"]["sa1b"]["full"]["use"] = True  # used: counted, and a manual step
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(table))
+    main(args)
+    out = capsys.readouterr().out
+    assert "manual steps needed before the build: sa1b, webdata" in out
+    assert "to download: 535.00 GB; to extract: 535.00 GB" in out

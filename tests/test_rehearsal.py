@@ -13,6 +13,7 @@ a gone file, a changed file, a gated repository and a Drive quota for check_upst
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -21,8 +22,11 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from llava_data import parts
+from llava_data.origins import Origin
 from tests.dvcrepo import clone, dvc, run, tree_digest
 from tests.servers import DriveServer, FileServer, HubServer
+from tests.zips import tar_of
 
 LATER_ALLAVA = "miniature/upstream/hf-revisions"
 MIX_METRICS = "metrics/recipes/mix1m.json"
@@ -74,7 +78,7 @@ class Upstream:
 
     def __init__(self, repo: Path, work: Path):
         self.hub, self.http, self.drive = HubServer(), FileServer(work / "http"), DriveServer()
-        self.repo, self.mirrors, self.local = repo, {}, {}
+        self.repo, self.work, self.mirrors, self.local = repo, work, {}, {}
         self.http_files: dict[str, Path] = {}
 
     def start(self) -> Upstream:
@@ -92,8 +96,16 @@ class Upstream:
         hub_files: dict[str, dict[str, bytes]] = {}
         hub_revisions: dict[str, set[str | None]] = {}
         for name, entry in registry["sources"].items():
-            data = (self.repo / entry["mini"]["local"]).read_bytes()
             full = entry["full"]
+            if "parts" in full:  # SA-1B's tars: a lab that opted in and has them in a folder
+                folder, size, sha256 = self.parts_folder(name, entry)
+                text = swap_pins(text, name, size, sha256).replace(
+                    f"parts: {full['parts']}, use: false".replace("'", ""),
+                    f"parts: {full['parts']}, use: true".replace("'", ""),
+                )
+                self.local[name] = str(folder)
+                continue
+            data = (self.repo / entry["mini"]["local"]).read_bytes()
             text = swap_pins(text, name, len(data), entry["mini"]["sha256"])
             if "hf" in full:
                 repo_id, path = full["hf"]["repo"], full["hf"]["path"]
@@ -122,6 +134,24 @@ class Upstream:
             if newer:  # the later version upstream now serves by default
                 self.hub.publish(repo_id, newer, title="a later version")
         return text
+
+    def parts_folder(self, name: str, entry: dict) -> tuple[Path, int, str]:
+        """A folder of every part the full entry names: the miniature's parts, and for the
+        others a tar of masks only (no image, so the layout stays the miniature's); with
+        the parts' total size and the sha256 of their sha256sum listing."""
+        folder = self.work / name
+        folder.mkdir()
+        mini = self.repo / entry["mini"]["local"]
+        names = Origin.parse(name, entry, "full").parts
+        for part in names:
+            if (mini / part).is_file():
+                shutil.copyfile(mini / part, folder / part)
+            else:
+                masks = part.replace(".tar", ".json")
+                (folder / part).write_bytes(tar_of({masks: b'{"annotations": []}'}))
+        listing = parts.listing(folder, names)
+        total = sum((folder / p).stat().st_size for p in names)
+        return folder, total, parts.listing_digest(listing)
 
     def write_settings(self) -> None:
         (self.repo / "mirrors.local.yaml").write_text(yaml.safe_dump(self.mirrors))
@@ -153,12 +183,28 @@ def rehearsal(tmp_path_factory, first_build):
 
 def test_the_full_registry_builds_the_layout_and_mixture_through_the_real_transports(rehearsal):
     repo, upstream, build, registry, mini = rehearsal
+    # the same files, except what names how many SA-1B tars fed sam/images: 51 here, the
+    # miniature's 3 there (the others hold masks only)
+    pool = {"data": "sam/images/.extracted.json", "manifests": "sam_images.tsv"}
     for folder in ("data", "manifests", "reports"):
-        assert tree_digest(repo / folder) == tree_digest(mini / folder), folder
+        ours, theirs = tree_digest(repo / folder), tree_digest(mini / folder)
+        assert ours.keys() == theirs.keys(), folder
+        differ = {k for k in ours if ours[k] != theirs[k]}
+        assert differ == ({pool[folder]} if folder in pool else set()), folder
+    stamp = json.loads((repo / "data" / pool["data"]).read_text())
+    assert [i["files"] for i in stamp["inputs"]] == [1, 51]
+    manifest = (repo / "manifests/sam_images.tsv").read_text().splitlines()
+    assert manifest[1:] == (mini / "manifests/sam_images.tsv").read_text().splitlines()[1:]
     assert (repo / MIX_METRICS).read_bytes() == (mini / MIX_METRICS).read_bytes()
     for name, entry in registry["sources"].items():
         assert f"Running stage 'fetch@{name}'" in build.stdout
-        assert (repo / "downloads" / name / entry["file"]).is_file()
+        fetched = parts.SUMS if "parts" in entry["full"] else entry["file"]
+        assert (repo / "downloads" / name / fetched).is_file()
+    # SA-1B's 51 tars, as the full entry names them, were fetched, verified and extracted
+    sa1b = registry["sources"]["sa1b"]["full"]["parts"]
+    listed = (repo / "downloads/sa1b" / parts.SUMS).read_text().splitlines()
+    assert len(listed) == sa1b[1] - sa1b[0] + 1 == 51
+    assert listed[-1].endswith("  sa_000050.tar")
     # every request reached a stand-in: the Hub, the mirrored HTTP hosts, Drive
     assert upstream.hub.seen and upstream.http.seen and upstream.drive.seen
 

@@ -1,9 +1,10 @@
-"""Build small zip archives, well-formed or hostile, for the tests."""
+"""Build small zip and tar archives, well-formed or hostile, for the tests."""
 
 from __future__ import annotations
 
 import io
 import stat
+import tarfile
 import zipfile
 
 
@@ -36,3 +37,19 @@ def stored_zip(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
+
+
+def tar_of(members: dict[str, bytes], kinds: dict[str, bytes] | None = None) -> bytes:
+    """A plain tar of `members`; `kinds` adds special members (name -> tar type)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, kind in (kinds or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            tf.addfile(info)
+    return buffer.getvalue()
