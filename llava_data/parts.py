@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from llava_data.common import file_digest
@@ -18,22 +19,30 @@ SUMS = "SHA256SUMS"  # the listing, written beside the parts
 LEFT_OUT = "LEFT-OUT.txt"  # the one file of an optional source this profile leaves out
 
 
+def listing_text(rows: Iterable[tuple[str, str]]) -> str:
+    """`sha256sum`'s text for (sha256, name) rows, in the order given."""
+    return "".join(f"{sha}  {name}\n" for sha, name in rows)
+
+
 def listing(folder: Path, names: tuple[str, ...]) -> str:
     """`sha256sum`'s text for the parts in `folder`, in the order given (every part is
     hashed: a previous listing proves nothing about today's bytes)."""
-    return "".join(f"{file_digest(folder / name)}  {name}\n" for name in names)
+    return listing_text((file_digest(folder / name), name) for name in names)
 
 
-def read_listing(path: Path) -> dict[str, str]:
-    """Name -> sha256 of a `sha256sum` listing ({} when there is none)."""
-    if not path.is_file():
-        return {}
+def parse_listing(text: str) -> dict[str, str]:
+    """Name -> sha256 of a `sha256sum` listing."""
     rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         sha, sep, name = line.partition("  ")
         if sep:
             rows[name] = sha
     return rows
+
+
+def read_listing(path: Path) -> dict[str, str]:
+    """Name -> sha256 of the `sha256sum` listing in `path` ({} when there is none)."""
+    return parse_listing(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def listing_digest(text: str) -> str:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from llava_data.common import StageError
 from llava_data.layout import TreeSpec, choose_prefix, select_members, tar_entries, tree_specs
+from llava_data.parts import listing_text
 
 MINI_PREFIX = "miniature/upstream/"
 IMAGE_TOKEN = "<image>"
@@ -858,7 +859,7 @@ def content_counts(files: dict, layout: dict) -> dict[str, dict]:
 
 def folder_bytes(parts: dict[str, bytes]) -> bytes:
     """What pins a source of parts: its `sha256sum` listing (see llava_data.parts)."""
-    return "".join(f"{sha256(parts[n])}  {n}\n" for n in sorted(parts)).encode("utf-8")
+    return listing_text((sha256(parts[n]), n) for n in sorted(parts)).encode("utf-8")
 
 
 def mini_line(indent: str, path: str, data, counts: dict, keep: str = "") -> str:

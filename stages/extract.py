@@ -123,12 +123,12 @@ def write_member(blocks, m: Member, target: Path, bar) -> tuple[int, str]:
     return crc, head
 
 
-def extract_members(label: str, zf: zipfile.ZipFile, members: list[Member], root: Path) -> list:
-    """Write the members under `root`, checking every CRC; return manifest rows.
+def extract_members(label: str, blocks, members: list[Member], root: Path) -> list:
+    """Write the members under `root` (read by `blocks`, which checks a zip's CRCs);
+    return manifest rows.
 
     A row is (path in the tree, size, crc32, known damage or "").
     """
-    blocks = zip_blocks(zf, label)
     rows = []
     with progress(sum(m.info.file_size for m in members), label) as bar:
         for m in members:
@@ -177,17 +177,8 @@ def extract_tree(
 ) -> dict:
     """Extract, verify and swap in one tree; write its manifest and stamp. Return the stamp."""
     label = f"tree {spec.name!r} (archive {spec.archive!r}, {archive})"
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise StageError(
-            f"{label}: not a readable zip archive ({err}); it is probably truncated or "
-            f"corrupt. Delete {archive} and run `dvc repro fetch@{spec.archive}` to fetch it "
-            f"again"
-        ) from None
-    with zf:
-        infos = zf.infolist()
-        check_archive(label, infos, archive.stat().st_size, max_ratio)
+    with contextlib.ExitStack() as stack:
+        infos, blocks = open_members(stack, label, archive, spec.archive, max_ratio)
         prefix = choose_prefix(label, spec, infos)
         members = select_members(label, spec, infos, prefix)
         final = data_root / spec.dest
@@ -196,7 +187,7 @@ def extract_tree(
         tmp = temporary(final)
         remove_path(tmp)
         with building(tmp, label):
-            rows = extract_members(label, zf, members, tmp)
+            rows = extract_members(label, blocks, members, tmp)
     text = manifest_text(
         spec.dest, rows, f"{spec.name}: members of {archive.name} under {prefix!r}"
     )

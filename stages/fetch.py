@@ -437,7 +437,7 @@ def check_parts(
         what = f"{size:,} bytes in all, the registry says {origin.size:,}"
     else:
         what = f"a listing with sha256 {digest}, the registry says {pinned}"
-    changed = parts.differing(parts.read_listing(out_dir / parts.SUMS), parts.read_listing(new))
+    changed = parts.differing(parts.read_listing(out_dir / parts.SUMS), parts.parse_listing(text))
     named = (
         f"Parts that differ from the last verified listing ({out_dir / parts.SUMS}): "
         f"{', '.join(changed)}. "
