@@ -52,21 +52,25 @@ class Records:
 
 
 def _lines(path: Path) -> Records | None:
-    """The records of a file written one canonical record per line, or None if it is not."""
+    """The records of a file written one canonical record per line, or None if it is not.
+
+    Per chunk, numpy finds the lines and checks their shape (`{`...`}` and a comma, but
+    the last record; `[` first, `]` last); only the hashing of each line is a Python loop.
+    """
     digest = jsonscan.record_digest
-    digests, offsets, lengths = [], [], []
+    digests: list[bytes] = []
+    offsets: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     carry = 0  # bytes of an unfinished line at the start of the buffer
     base = 0  # file offset of buf[0]
-    first = True
+    first, closed = True, False
     open_end = False  # the last record read had no comma after it: it must be the last
-    tail = b""
     with open(path, "rb", buffering=0) as fh:
         while True:
             got = fh.readinto(view[carry:])
             if not got:
-                tail = bytes(view[:carry])
                 break
             end = carry + got
             arr = np.frombuffer(buf, dtype=np.uint8, count=end)
@@ -85,32 +89,40 @@ def _lines(path: Path) -> Records | None:
                 if breaks[0] != 1 or buf[0] != 0x5B:
                     return None
                 starts, breaks, first = starts[1:], breaks[1:], False
-            ends = breaks.tolist()
-            line_starts = starts.tolist()
-            for s, e in zip(line_starts, ends, strict=True):
-                if offsets and offsets[-1] == -1:  # a line after the closing "]"
+            if closed and starts.size:  # a line after the closing "]"
+                return None
+            close = np.flatnonzero((breaks - starts == 1) & (arr[starts] == 0x5D))
+            if close.size:  # "]": the last line, after a record without comma or none
+                if close[0] != starts.size - 1:
                     return None
-                if s == e - 1 and buf[s] == 0x5D and (open_end or not offsets):  # "]"
-                    offsets.append(-1)
-                    continue
-                stop = e - 1 if buf[e - 1] == 0x2C else e  # the comma after a record
-                if open_end or e == s or buf[s] != 0x7B or buf[stop - 1] != 0x7D:
+                starts, breaks, closed = starts[:-1], breaks[:-1], True
+            if starts.size:
+                if open_end or not bool(np.all(breaks > starts)):
                     return None
-                open_end = stop == e
-                digests.append(digest(view[s:stop]))
-                offsets.append(base + s)
-                lengths.append(stop - s)
+                comma = arr[breaks - 1] == 0x2C
+                stops = breaks - comma
+                shaped = (arr[starts] == 0x7B) & (arr[np.maximum(stops - 1, 0)] == 0x7D)
+                if not bool(shaped.all()) or not bool(comma[:-1].all()):
+                    return None
+                open_end = not bool(comma[-1])
+                digests += [
+                    digest(view[a:b]) for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+                ]
+                offsets.append(starts + base)
+                lengths.append(stops - starts)
+            if closed and not (open_end or not digests):
+                return None  # a comma after the last record
             carry = end - last
             view[:carry] = view[last:end]
             base += last
-    if tail.strip() or not offsets or offsets[-1] != -1:
+            del arr
+    if first or not closed or bytes(view[:carry]).strip():
         return None
-    offsets.pop()
     return Records(
         path,
         np.frombuffer(b"".join(digests), dtype=_DIGEST),
-        np.array(offsets, dtype=np.int64),
-        np.array(lengths, dtype=np.int64),
+        np.concatenate(offsets).astype(np.int64) if offsets else np.zeros(0, np.int64),
+        np.concatenate(lengths).astype(np.int64) if lengths else np.zeros(0, np.int64),
     )
 
 

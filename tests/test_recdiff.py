@@ -124,3 +124,18 @@ def test_a_truncated_file_is_an_error_naming_it(tmp_path):
     path.write_text('[\n{"id":"1"},\n{"id":"2"', encoding="utf-8")
     with pytest.raises(jsonscan.StageError, match="t.json"):
         recdiff.records(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[\n{"id":"1"},\n]\n',  # a comma after the last record
+        '[\n{"id":"1"}\n{"id":"2"}\n]\n',  # no comma between two records
+        '[\n{"id":"1"}\n]\n]\n',  # a second closing bracket
+    ],
+)
+def test_malformed_arrays_are_errors_not_records(tmp_path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(jsonscan.StageError, match="bad.json"):
+        recdiff.records(path)
