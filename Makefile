@@ -12,7 +12,8 @@ UPSTREAM := --registry sources.yaml --profile full --local-copies sources.local.
 	--mirrors mirrors.local.yaml
 PROFILE = $(shell $(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
 
-.PHONY: env repro sources check-upstream test lint verify miniature lock bench-layout bench-mix bench-images bench-exports s3-local clean-env
+.PHONY: env repro sources check-upstream review merge-driver test lint verify miniature lock \
+	bench-layout bench-mix bench-images bench-exports bench-review s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -43,6 +44,17 @@ sources: env
 ## (exit 1: a build would stop; 2: some upstream could not be asked).
 check-upstream: env
 	$(BIN)/python -m llava_data.check_upstream $(UPSTREAM) $(ARGS)
+
+## What a change does to the data, against BASE (a commit, branch or tag): the workspace,
+## or the commit HEAD=<rev>; review/report.md (also printed) and its charts. Rebuilds nothing.
+review: env
+	@$(if $(BASE),,$(error name the commit to compare with: make review BASE=<rev>, e.g. BASE=HEAD or BASE=origin/main))
+	@$(BIN)/python -m llava_data.review --base $(BASE) $(if $(HEAD),--head $(HEAD)) --out review $(ARGS)
+
+## Register the dvc.lock merge driver (.gitattributes) in this clone's git config.
+merge-driver: env
+	git config merge.dvc-lock.name "dvc.lock, stage by stage (llava_data/lockmerge.py)"
+	git config merge.dvc-lock.driver "$(BIN)/python -m llava_data.lockmerge %O %A %B"
 
 ## Run the test suite (lint first: it takes a second).
 # a test file per worker, TEST_JOBS at once (each worker builds the miniature it copies from)
@@ -77,6 +89,9 @@ bench-mix: env
 
 bench-exports: env
 	$(BIN)/python -m bench.exports --images 200000 --remote
+
+bench-review: env
+	$(BIN)/python -m bench.review
 
 bench-images: env
 	$(BIN)/python -m bench.images

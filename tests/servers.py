@@ -16,10 +16,12 @@ file content with Range / If-Range support. Switches a test can set:
 `/datasets/<repo>/resolve/<revision>/<path>` the way huggingface_hub expects
 (X-Repo-Commit, ETag / X-Linked-Etag, X-Linked-Size, a redirect of LFS files to a
 separate "CDN" server, X-Error-Code on errors; never any X-Xet header);
-`DriveServer` answers Google Drive's `uc?export=download&id=` with the file, the
-"can't scan for viruses" confirm page or the quota page, and plays Google's OAuth
-token endpoint (service account JWT grants checked against the account's public key,
-refresh tokens) and the Drive API's `files/<id>?alt=media` for the tokens it issued.
+`GitHubServer` plays the REST API's pull request comments (list with pagination,
+create, edit), for one token; `DriveServer` answers Google Drive's
+`uc?export=download&id=` with the file, the "can't scan for viruses" confirm page or
+the quota page, and plays Google's OAuth token endpoint (service account JWT grants
+checked against the account's public key, refresh tokens) and the Drive API's
+`files/<id>?alt=media` for the tokens it issued.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class StubServer:
 
     # ---- serving --------------------------------------------------------
     def _respond(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(h.headers.get("Content-Length") or 0) if method == "POST" else 0
+        length = int(h.headers.get("Content-Length") or 0) if method in ("POST", "PATCH") else 0
         body = h.rfile.read(length) if length else b""
         seen = Seen(method, h.path, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
@@ -231,6 +233,9 @@ def _handler_for(app: StubServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             app._respond(self, "POST")
+
+        def do_PATCH(self) -> None:
+            app._respond(self, "PATCH")
 
         def log_message(self, *args) -> None:
             pass
@@ -666,3 +671,57 @@ def service_account(drive) -> tuple[str, str]:
         "token_uri": f"{drive.url}/token",
     }
     return json.dumps(info), pem
+
+
+# ---- GitHub REST API stand-in (pull request comments) -------------------------
+
+
+class GitHubServer(StubServer):
+    """`/repos/<owner>/<name>/issues/<n>/comments` (GET, paged by `per_page` with a Link
+    header; POST) and `/repos/<owner>/<name>/issues/comments/<id>` (PATCH), for `token`."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.comments: dict[str, list[dict]] = {}  # "<owner>/<name>#<n>" -> comments
+        self._next_id = 1000
+        self.routes.append(self._api)
+
+    def add(self, repo: str, pr: int, body: str, user: str = "someone") -> dict:
+        with self._lock:
+            self._next_id += 1
+            comment = {"id": self._next_id, "body": body, "user": {"login": user}}
+        self.comments.setdefault(f"{repo}#{pr}", []).append(comment)
+        return comment
+
+    def _api(self, seen: Seen) -> Reply | None:
+        if seen.headers.get("authorization") != f"Bearer {self.token}":
+            return _json_reply(401, {"message": "Bad credentials"})
+        listing = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments", seen.path)
+        edit = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", seen.path)
+        if listing and seen.method == "GET":
+            found = self.comments.get(f"{listing[1]}#{listing[2]}", [])
+            per, page = int(seen.query.get("per_page", 30)), int(seen.query.get("page", 1))
+            headers = {}
+            if page * per < len(found):
+                headers["Link"] = (
+                    f'<{self.url}{seen.path}?per_page={per}&page={page + 1}>; rel="next"'
+                )
+            return _json_reply(200, found[(page - 1) * per : page * per], headers)
+        if listing and seen.method == "POST":
+            body = json.loads(seen.body)["body"]
+            return _json_reply(201, self.add(listing[1], int(listing[2]), body, "ci-bot"))
+        if edit and seen.method == "PATCH":
+            for comments in self.comments.values():
+                for comment in comments:
+                    if comment["id"] == int(edit[2]):
+                        comment["body"] = json.loads(seen.body)["body"]
+                        return _json_reply(200, comment)
+            return _json_reply(404, {"message": "Not Found"})
+        return None
+
+
+def _json_reply(status: int, obj: object, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(
+        status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})}
+    )
