@@ -135,3 +135,24 @@ def test_two_builds_give_the_same_bytes(transcript, first_build):
     _, _, built = transcript
     for name in BUILT:
         assert built[name] == digest_of(first_build / name), name
+
+
+def readme_report(marker: str) -> str:
+    """The Markdown report the README shows after the comment line `marker`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(marker) :].split("````markdown\n", 1)[1]
+    return after.split("\n````", 1)[0]
+
+
+def same_report(printed: str) -> str:
+    """A report with its commits' short hashes blanked (they differ from clone to clone)."""
+    return re.sub(r"\(([0-9a-f]{7})\)", "(<commit>)", printed.strip())
+
+
+def test_the_readme_review_is_what_make_review_prints(transcript):
+    repo, out, _ = transcript
+    printed = output_of(out, "make review BASE=HEAD")
+    shown = readme_report("<!-- the report of `make review BASE=HEAD`")
+    assert same_report(printed) == same_report(shown)
+    chart = (repo / "review/mix1m.composition.svg").read_bytes()
+    assert chart == (ROOT / "docs/review/mix1m.composition.svg").read_bytes()
