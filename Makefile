@@ -57,11 +57,12 @@ merge-driver: env
 	git config merge.dvc-lock.driver "$(BIN)/python -m llava_data.lockmerge %O %A %B"
 
 ## Run the test suite (lint first: it takes a second).
-# a test file per worker, TEST_JOBS at once (each worker builds the miniature it copies from)
+# a test file per worker, TEST_JOBS at once (each worker builds the miniature it copies from),
+# in collection order: the slowest files first (tests/conftest.py)
 TEST_JOBS ?= 2
 
 test: env lint
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: env
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import yaml
 
 from llava_data import recdiff
@@ -561,7 +562,8 @@ def record_diffs(
     store: Store, base: Side, head: Side, files, recipe_outs: dict[str, str], k: int
 ) -> tuple[list[FileDiff], list[str]]:
     """The record diff of each changed training file; what could not be read, in words."""
-    part_files: dict[str, dict[str, recdiff.Records]] = {}  # recipe -> part -> new records
+    # recipe -> part -> (old records, new records) of its changed part files
+    part_files: dict[str, dict[str, tuple[recdiff.Records, recdiff.Records]]] = {}
     results, missing = [], []
     # part files first: a recipe's training file names the part of a record from them
     parts_first = sorted(files, key=lambda f: _part_of(f[0], recipe_outs)[1] is None)
@@ -613,8 +615,6 @@ def record_diffs(
 
 
 def _empty(path: str) -> recdiff.Records:
-    import numpy as np
-
     return recdiff.Records(
         Path(path), np.zeros(0, recdiff._DIGEST), np.zeros(0, np.int64), np.zeros(0, np.int64)
     )
@@ -641,9 +641,7 @@ def _lookup(parts: dict[str, tuple], digest, kind: str) -> str:
 # ---- warnings ------------------------------------------------------------------------------
 
 
-def off_published(
-    side: Side, params: dict | None, registry: dict | None, tol: float
-) -> dict[str, str]:
+def off_published(side: Side, params: dict | None, tol: float) -> dict[str, str]:
     """Counts of `side` off their published count by more than `tol`: key -> sentence."""
     out = {}
     params = params or {}
@@ -839,8 +837,8 @@ def build(root: Path, base_rev: str, head_rev: str | None, rebuilt: bool = False
     review.unchecked += [f"fetching {e}" for e in store.fetch_errors]
 
     # warnings at the head
-    new_off = off_published(head, params_new, reg_new, settings.tolerance)
-    old_off = off_published(base, params_old, reg_old, settings.tolerance)
+    new_off = off_published(head, params_new, settings.tolerance)
+    old_off = off_published(base, params_old, settings.tolerance)
     review.warnings += [s + ("" if k in old_off else " (new)") for k, s in new_off.items()]
     if checked_out:
         warns, unchecked = lock_warnings(root, rebuilt)

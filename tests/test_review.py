@@ -288,19 +288,33 @@ def test_ci_script_pulls_rebuilds_and_keeps_one_comment(repo, s3, tmp_path):
         warnings = section(text, "Warnings")
         assert "not on the remote" in warnings and "data/recipes/mix1m" in warnings
         assert "not what" not in warnings  # the committed dvc.lock is what repro produced
-        # a later push: the same comment is edited, no second one
+        # a later push (here: the PR's outputs pushed): the report is written again and the
+        # same comment edited, no second one (the script's last two steps, as it runs them)
         dvc("push", "--quiet", cwd=ci, extra_env=env)
-        second = subprocess.run(
-            ["bash", ".ci/review-pr"], cwd=ci, env=ci_env, capture_output=True, text=True
+        py = str(VENV / "bin/python")
+        review_cmd = [
+            py,
+            "-m",
+            "llava_data.review",
+            "--base",
+            "base",
+            "--rebuilt",
+            "--out",
+            "review",
+        ]
+        run(review_cmd, ci, extra_env=ci_env)
+        post = run(
+            [py, "-m", "llava_data.review_comment", "--report", "review/report.md", "--pr", "7"],
+            ci,
+            extra_env=ci_env,
         )
-        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-        assert "review comment 1002 updated" in second.stdout
+        assert "review comment 1002 updated" in post.stdout
         comments = forge.comments["team/llava-data#7"]
         assert [c["id"] for c in comments] == [1001, 1002]
         body = comments[1]["body"]
         assert body == (ci / "review/report.md").read_text(encoding="utf-8")
         assert "not on the remote" not in body
-        assert TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr
+        assert TOKEN not in first.stdout + first.stderr + post.stdout + post.stderr
         assert all(
             TOKEN not in p.read_text(errors="replace") for p in (ci / ".dvc").rglob("config*")
         )

@@ -120,12 +120,12 @@ def test_counts_off_their_published_count(tmp_path):
     )
     side = review.Side("workspace", None, tmp_path)
     params = {"profile": "mini", "splits": {"s": {"published": {"mini": {"x": 100, "y": 100}}}}}
-    off = review.off_published(side, params, {}, 0.02)
+    off = review.off_published(side, params, 0.02)
     assert off == {
         "split:s:x": "split `s`, part `x`: 97 records, published 100 (-3.0%)",
         "tree:t": "tree `t` (t/images): 90 images, published 100 (-10.0%)",
     }
-    assert review.off_published(side, params, {}, 0.5) == {}
+    assert review.off_published(side, params, 0.5) == {}
 
 
 def stage(cmd: str, md5: str = "0") -> dict:
