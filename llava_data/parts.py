@@ -1,4 +1,5 @@
-"""A source of many files (`parts`), such as SA-1B's tars: their listing, and whole tars.
+"""A source of many files (`parts`), such as SA-1B's tars or a dataset's Parquet shards:
+their listing, and whether each is whole.
 
 A source of parts is pinned by the total of its sizes and by one sha256: that of its
 listing, the text `sha256sum` prints for its parts in order (`<sha256>  <name>` per line).
@@ -75,3 +76,58 @@ def tar_problem(path: Path) -> str | None:
     if count == 0:
         return "it is a tar archive with no member"
     return None
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def parquet_problem(path: Path) -> str | None:
+    """What makes the Parquet file at `path` not whole, or None. It must begin and end with
+    PAR1, the footer length before its last PAR1 must fit in the file, pyarrow must read the
+    footer's metadata, and every column chunk must end before the footer (a truncated
+    download loses its footer; a spliced one holds chunks the footer points past)."""
+    size = path.stat().st_size
+    if size < 12:
+        return f"it has {size:,} bytes, too few for a Parquet file (12 at least)"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(size - 8)
+        tail = fh.read(8)
+    if head != PARQUET_MAGIC:
+        return "it does not begin with PAR1, so it is not a Parquet file"
+    if tail[4:] != PARQUET_MAGIC:
+        return "it does not end with PAR1: the file is truncated (its footer is missing)"
+    footer = int.from_bytes(tail[:4], "little")
+    data_end = size - footer - 8
+    if data_end < 4:
+        return f"its footer length says {footer:,} bytes, more than the file's {size:,} hold"
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as err:
+        return f"its footer cannot be read ({type(err).__name__}: {err})"
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            start = col.data_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset:
+                start = min(start, col.dictionary_page_offset)
+            if start + col.total_compressed_size > data_end:
+                return (
+                    f"row group {g}, column {col.path_in_schema!r} ends at byte "
+                    f"{start + col.total_compressed_size:,}, past the data's end ({data_end:,})"
+                )
+    return None
+
+
+# What checks that a part is whole, by its name's extension (other parts get no check).
+PART_CHECKS = {".tar": tar_problem, ".parquet": parquet_problem}
+
+
+def part_problem(path: Path) -> str | None:
+    """What makes the part at `path` not whole, or None (also when no check applies)."""
+    check = PART_CHECKS.get(path.suffix.lower())
+    return check(path) if check is not None else None

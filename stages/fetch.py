@@ -8,8 +8,9 @@ file is renamed into `<out>` only once its size and checksum are verified.
 A file that no checksum holds (neither the registry's nor one the upstream announced)
 is also checked whole by its kind before what it taught is pinned in the registry: a
 JSON annotation file must parse to its end as one array of records, a zip archive's
-central directory must read and every member must pass its CRC. A damaged first
-download is thus refused instead of being pinned.
+central directory must read and every member must pass its CRC, a Parquet file's footer
+must read and hold its column chunks (as every tar and Parquet part of a source of parts).
+A damaged first download is thus refused instead of being pinned.
 """
 
 from __future__ import annotations
@@ -111,16 +112,19 @@ def prefix_warning(origin: Origin, path: Path, sha: str) -> str:
 
 
 def content_kind(file: str, head: bytes) -> str | None:
-    """Which wholeness check a file gets: "json", "zip", or None (no check applies).
+    """Which wholeness check a file gets: "json", "zip", "parquet", or None (no check
+    applies).
 
-    Decided by the registry's `file` name (`.json`, `.zip`) and, for a zip under
-    another name, by its first bytes.
+    Decided by the registry's `file` name (`.json`, `.zip`, `.parquet`) and, for a zip
+    under another name, by its first bytes.
     """
     name = file.lower()
     if name.endswith(".json"):
         return "json"
     if name.endswith(".zip") or head.startswith(ZIP_MAGIC):
         return "zip"
+    if name.endswith(".parquet"):
+        return "parquet"
     return None
 
 
@@ -143,6 +147,8 @@ def wholeness_problem(path: Path, file: str) -> str | None:
             return f"the JSON scanner found {_scanner_reason(err, path)}"
     elif kind == "zip":
         return zip_problem(path)
+    elif kind == "parquet":
+        return parts.parquet_problem(path)
     return None
 
 
@@ -362,8 +368,9 @@ def fetch_parts(
     Parts already in `out_dir` are kept; the missing ones are taken (linked, else copied)
     from the local folder (`local:` or the sources.local.yaml line), or the stage stops
     with the manual step. The parts' total size and listing sha256 are then checked
-    against the registry; unpinned, every tar must be whole before both are pinned. An
-    optional source this profile leaves out (`use: false`) gets one note file instead.
+    against the registry; unpinned, every tar and Parquet part must be whole before both
+    are pinned. An optional source this profile leaves out (`use: false`) gets one note
+    file instead.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if not origin.use:
@@ -399,7 +406,7 @@ def fetch_parts(
     learned = learned_facts(origin, size, {"sha256": digest}, {})
     if needs_wholeness_check(origin, learned, {}):
         for name in origin.parts:
-            problem = parts.tar_problem(out_dir / name) if name.endswith(".tar") else None
+            problem = parts.part_problem(out_dir / name)
             if problem is not None:
                 kept = reject(out_dir / name, partial_dir, origin.name)
                 raise StageError(

@@ -18,7 +18,7 @@ from llava_data.origins import Origin
 from llava_data.verify import read_manifest
 from stages.extract import extract_pool
 from stages.fetch import fetch_parts
-from tests.zips import tar_of, zip_bytes
+from tests.zips import parquet_of, tar_of, zip_bytes
 
 NAMES = ("sa_000000.tar", "sa_000001.tar", "sa_000002.tar")
 
@@ -336,3 +336,37 @@ def test_a_tar_whose_members_sit_under_one_folder_gives_them_without_it(tmp_path
     tree, record = extract(tmp_path, pool_inputs(tmp_path, {"sft/sa_5.jpg": jpg("sa_5")}, tars))
     assert sorted(p.name for p in tree.iterdir()) == [STAMP_NAME, "sa_5.jpg", "sa_9.jpg"]
     assert record["inputs"][1]["from"] == ["sa_000000/"]
+
+
+# ---- whole Parquet parts -----------------------------------------------------------------
+
+
+def shard(n: int, version: int = 0) -> bytes:
+    rows = [
+        {"question_id": f"{n}-{k}", "question": f"Is there a cat in image {k}? (v{version})"}
+        for k in range(60)
+    ]
+    return parquet_of(rows)
+
+
+def test_parquet_wholeness(tmp_path):
+    whole = shard(0)
+    cases = {
+        "whole": whole,
+        "truncated": whole[:-50],
+        "short": b"PAR1",
+        "not parquet": b"x" * 100,
+        "footer too long": whole[:-8] + (10**6).to_bytes(4, "little") + b"PAR1",
+        "spliced": whole[:200] + whole[-(int.from_bytes(whole[-8:-4], "little") + 8) :],
+    }
+    found = {}
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        path.write_bytes(data)
+        found[name] = parts.part_problem(path)
+    assert found["whole"] is None
+    assert "does not end with PAR1" in found["truncated"]
+    assert "too few for a Parquet file" in found["short"]
+    assert "does not begin with PAR1" in found["not parquet"]
+    assert "more than the file's" in found["footer too long"]
+    assert "past the data's end" in found["spliced"] or "cannot be read" in found["spliced"]
