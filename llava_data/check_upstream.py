@@ -5,7 +5,9 @@ holds now, reading headers and metadata only (never a file's body):
 
 - Hugging Face: the file's metadata at the pinned revision (size, LFS sha256); an
   unpinned revision with a pinned sha256 is resolved by the file's history, as the
-  fetch stage resolves it;
+  fetch stage resolves it. A source of parts: each named part's metadata, asked at
+  once, or its glob's folder listed once; their total size (and the sha256 of their
+  listing, when every part is an LFS file) is what is compared with the pins;
 - HTTP(S): a HEAD, or a one-byte `Range: bytes=0-0` GET when the HEAD gives no usable
   answer (size, ETag, Last-Modified);
 - Google Drive: with GDRIVE_CREDENTIALS_DATA, the Drive API's file metadata (size,
@@ -50,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlencode, urlparse
 
-from llava_data import transports
+from llava_data import parts, transports
 from llava_data.common import StageError, load_params, run_main
 from llava_data.origins import Origin
 from llava_data.origins import local_copies as local_copies_of
@@ -121,7 +123,7 @@ def _verdict(origin: Origin, probe: Probe) -> Row:
             kind,
             "ok",
             f"nothing to do: left out of this profile ({origin.where}.use: false); set it to "
-            f"true to use its {len(origin.parts)} files ({origin.shown_file})",
+            f"true to use {origin.their_files}",
         )
     if probe.outcome == "found":
         differs = transports.pin_differences(origin, probe.facts)
@@ -424,15 +426,18 @@ def probe(origin: Origin, local_copy: Path | None, hosts: Hosts | None = None) -
 
 
 def probe_parts(path: Path, listed: bool, origin: Origin) -> Probe:
-    """A folder of a source's parts: every part there (their total size is the fact)."""
+    """A folder of a source's parts: every part there (their total size is the fact; a
+    glob's parts are the files there that match it)."""
     where = f"the folder {path}" + (" listed in sources.local.yaml" if listed else "")
+    origin = origin.listed(parts.folder_names(path))
     missing = [n for n in origin.parts if not (path / n).is_file()]
-    if missing:
+    if missing or not origin.parts:
         shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+        reason = f"{len(missing)} of its {len(origin.parts)} files are not in {path} ({shown})"
         return Probe(
             "manual" if origin.kind == "manual" else "missing",
             where,
-            reason=f"{len(missing)} of its {len(origin.parts)} files are not in {path} ({shown})",
+            reason=reason if missing else f"no file in {path} matches {origin.file}",
             advice=f"put them there, then run `dvc repro fetch@{origin.name}`",
             local=True,
         )
@@ -442,7 +447,7 @@ def probe_parts(path: Path, listed: bool, origin: Origin) -> Probe:
 
 
 def probe_local(path: Path, listed: bool, origin: Origin) -> Probe:
-    if origin.parts:
+    if origin.has_parts:
         return probe_parts(path, listed, origin)
     where = f"the copy {path} listed in sources.local.yaml" if listed else f"the local file {path}"
     if not path.is_file():
@@ -562,13 +567,18 @@ def _answered(asked: str, resp) -> Probe:
 
 
 def probe_hf(origin: Origin, hosts: Hosts) -> Probe:
-    """The file's metadata on the Hub at the pinned revision (or as the fetch resolves it)."""
+    """The file's metadata on the Hub at the pinned revision (or as the fetch resolves it);
+    for a source of parts, its parts' (`probe_hf_parts`)."""
     repo, path, revision = origin.spec
-    asked = f"Hugging Face dataset {repo}, file {path} at {revision or 'the default branch'}"
+    what = f"{origin.file} in {transports.hf_folder(path) or 'its root'}/"
+    what = what if origin.has_parts else f"file {path}"
+    asked = f"Hugging Face dataset {repo}, {what} at {revision or 'the default branch'}"
     endpoint = transports.hf_endpoint()
     if hosts.down(endpoint):
         return Probe("unreachable", asked, reason=f"{endpoint}: {hosts.down(endpoint)}")
     try:
+        if origin.has_parts:
+            return probe_hf_parts(origin, asked)
         meta, _ = transports.hf_resolve(origin, repo, path, revision, timeout=PROBE_TIMEOUT_S)
     except transports.HubError as err:
         outcome = {"gated": "denied", "missing": "missing"}.get(err.outcome, "unreachable")
@@ -583,6 +593,98 @@ def probe_hf(origin: Origin, hosts: Hosts) -> Probe:
     if resolved and revision is not None:
         asked = f"{asked} (commit {resolved})"
     return Probe("found", asked, facts, resolved=resolved)
+
+
+def probe_hf_parts(origin: Origin, asked: str) -> Probe:
+    """A source of parts on the Hub, its bodies never asked for: a glob's folder listed
+    once (names, sizes, LFS sha256s), a pattern's parts each asked for their metadata
+    (HEAD), at once. When the revision is not a commit, the first part's commit is the
+    one the fetch pins, and a pattern's other parts are asked at it. The facts are the
+    parts' total size and listing sha256, each when every part gives its own."""
+    repo, path, revision = origin.spec
+    folder = transports.hf_folder(path)
+    commit = revision if revision and transports.COMMIT_HEX.fullmatch(revision) else None
+    resolved = None
+
+    def head(name: str, at: str | None):
+        where = transports.hf_part_path(folder, name)
+        return transports._hf_metadata(origin, repo, where, at, timeout=PROBE_TIMEOUT_S)[0]
+
+    if origin.by_glob:
+        held = transports.hf_list_folder(origin, repo, folder, revision, PROBE_TIMEOUT_S)
+        origin = origin.listed(f.name for f in held)
+        if not origin.parts:
+            text = transports.no_match(origin, repo, folder, revision, held, None)
+            return Probe("missing", asked, advice=_strip_source(text, origin.name))
+        by_name = {f.name: f for f in held}
+        rows = [(n, by_name[n].size, by_name[n].sha256) for n in origin.parts]
+        if commit is None:
+            resolved = commit = head(origin.parts[0], revision).commit_hash
+    else:
+        metas = {}
+        if commit is None:
+            try:
+                metas[origin.parts[0]] = head(origin.parts[0], revision)
+            except transports.HubError as err:
+                if err.outcome != "missing":
+                    raise
+                metas[origin.parts[0]] = err
+            else:
+                resolved = commit = metas[origin.parts[0]].commit_hash
+        rest = [n for n in origin.parts if n not in metas]
+        metas |= dict(zip(rest, _each(lambda n: head(n, commit or revision), rest), strict=True))
+        failed = [m for m in metas.values() if isinstance(m, Exception)]
+        gone = [m for m in failed if isinstance(m, transports.HubError) and m.outcome == "missing"]
+        if len(gone) < len(failed):  # gated, unreachable: as for one file
+            raise next(m for m in failed if m not in gone)
+        if gone:  # what the folder holds instead
+            at = commit or revision
+            held = transports.hf_list_folder(origin, repo, folder, at, PROBE_TIMEOUT_S)
+            text = transports.parts_not_there(origin, repo, folder, at, held, None)
+            return Probe("missing", asked, advice=_strip_source(text, origin.name))
+        rows = [(n, metas[n].size, transports.hf_facts(metas[n])["sha256"]) for n in origin.parts]
+    facts = {**parts.upstream_facts(rows), "revision": commit}
+    return Probe("found", asked, facts, reason=f"{len(rows)} files", resolved=resolved)
+
+
+def _each(call, items: list) -> list:
+    """`call(item)` for every item, JOBS at a time (`_start`); results in the items' order,
+    the exception in place of a call that raised."""
+    results: list = [None] * len(items)
+
+    def task(n: int) -> None:
+        try:
+            results[n] = call(items[n])
+        except Exception as err:  # the caller says what each failure means
+            results[n] = err
+
+    for thread in _start(len(items), JOBS, task, "part"):
+        thread.join()
+    return results
+
+
+def _start(count: int, jobs: int, task, name: str) -> list[threading.Thread]:
+    """Run `task(n)` for every n below `count`, `jobs` at a time, on daemon threads (a
+    probe the run's deadline leaves behind must not hold the process); return them,
+    started."""
+    todo = list(range(count))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                n = todo.pop(0)
+            task(n)
+
+    threads = [
+        threading.Thread(target=work, daemon=True, name=f"{name} {k}")
+        for k in range(max(1, min(jobs, count)))
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def probe_gdrive(origin: Origin, file_id: str, hosts: Hosts) -> Probe:
@@ -703,31 +805,24 @@ def check(
     copies = local_copies_of(local_copies)
     hosts = Hosts() if hosts is None else hosts
     rows: list[Row | None] = [None] * len(origins)
-    todo = list(range(len(origins)))
     done = threading.Condition()
 
-    def work() -> None:
-        while True:
-            with done:
-                if not todo:
-                    return
-                n = todo.pop(0)
-            origin = origins[n]
-            try:
-                row = judge(origin, probe(origin, copies.get(origin.name), hosts))
-            except Exception as err:  # one source's surprise must not hide the others
-                why = f"the check itself failed on it ({transports._short(err)})"
-                row = Row(origin.name, origin.kind, "unreachable", f"{why}: please report it")
-            with done:
-                rows[n] = row
-                done.notify_all()
+    def task(n: int) -> None:
+        origin = origins[n]
+        try:
+            row = judge(origin, probe(origin, copies.get(origin.name), hosts))
+        except Exception as err:  # one source's surprise must not hide the others
+            why = f"the check itself failed on it ({transports._short(err)})"
+            row = Row(origin.name, origin.kind, "unreachable", f"{why}: please report it")
+        with done:
+            rows[n] = row
+            done.notify_all()
 
     # every host is asked at once, so that slow names do not queue behind each other
     urls = {first_url(o, copies.get(o.name)) for o in origins} - {None}
     for url in sorted(urls):
         threading.Thread(target=hosts.reach, args=(url,), daemon=True, name="reach").start()
-    for k in range(max(1, min(jobs, len(origins)))):
-        threading.Thread(target=work, daemon=True, name=f"probe {k}").start()
+    _start(len(origins), jobs, task, "probe")
     end = time.monotonic() + deadline
     out: list[Row] = []
     with done:

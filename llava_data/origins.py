@@ -2,11 +2,15 @@
 
 `Origin` is one source's entry, validated before any I/O: its kind (local, url, hf,
 gdrive, manual), what verifies the file, what its content is expected to hold and how
-surely each fact is known. `local_copies` reads the per-machine `sources.local.yaml`.
+surely each fact is known. A source of parts (a local or Hub folder, a manual step) names
+its files by a pattern (`file: "sa_{:06d}.tar"`, `parts: [0, 50]`) or a glob (`file:
+"test-*.parquet"`, `parts: glob`), whose parts are known once a folder is listed
+(`Origin.listed`). `local_copies` reads the per-machine `sources.local.yaml`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import string
@@ -15,10 +19,13 @@ from pathlib import Path
 
 import yaml
 
+from llava_data import parts as parts_of
 from llava_data import transports
 from llava_data.common import StageError
 
 KINDS = ("local", "url", "hf", "gdrive", "manual")
+PARTS_KINDS = ("local", "hf", "manual")  # the kinds that can hold a source of parts
+GLOB = "glob"  # `parts: glob`: the parts are the files matching `file`, a glob with `*`
 HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
 RECORDABLE = ("size", "sha256")  # what a first download pins (with the Hub revision)
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
@@ -94,13 +101,57 @@ class Origin:
     old_names: tuple[str, ...] = ()  # other names a copy of the file may carry
     parts: tuple[str, ...] = ()  # a source of many files (`file` a pattern): their names
     use: bool = True  # false: an optional source this profile leaves out
+    by_glob: bool = False  # `file` a glob (`parts: glob`): `parts` are known once listed
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether this is a source of parts (named by a pattern, or by a glob)."""
+        return bool(self.parts) or self.by_glob
 
     @property
     def shown_file(self) -> str:
-        """The file name, or for a source of parts its first and last part."""
+        """The file name, or for a source of parts its first and last part (a glob's
+        parts not listed yet: the glob)."""
         if len(self.parts) > 1:
             return f"{self.parts[0]} … {self.parts[-1]} ({len(self.parts)} files)"
-        return self.parts[0] if self.parts else self.file
+        if self.parts:
+            return self.parts[0]
+        return f"{self.file} (the files matching it)" if self.by_glob else self.file
+
+    @property
+    def their_files(self) -> str:
+        """How a message names the parts: "its 3 files (…)", or for a glob not listed yet
+        "the files matching test-*.parquet"."""
+        if self.parts:
+            return f"its {len(self.parts)} files ({self.shown_file})"
+        return f"the files matching {self.file}"
+
+    def listed(self, names) -> Origin:
+        """This origin with its parts named: for a glob, the `names` a listing found (a
+        folder's, the Hub's, the last verified SHA256SUMS) that match it, sorted by name;
+        a pattern's parts are its own, whatever was listed. The one place where a glob's
+        parts become known."""
+        if not self.by_glob:
+            return self
+        return dataclasses.replace(self, parts=parts_of.matching(self.file, names))
+
+    def part_origin(self, name: str, revision: str | None) -> Origin:
+        """One part of an `hf` source of parts as an origin of its own, at `revision`, for
+        the transports: it pins nothing itself (the source's pins are its parts' total and
+        their listing's sha256), so what the Hub announces of the part is what holds it."""
+        repo, path, _ = self.spec
+        spec = (repo, transports.hf_part_path(transports.hf_folder(path), name), revision)
+        return dataclasses.replace(
+            self,
+            file=name,
+            spec=spec,
+            size=None,
+            checksums=(),
+            sha256_prefix=None,
+            known=(),
+            parts=(),
+            by_glob=False,
+        )
 
     def confidence(self, fact: str) -> str:
         """How surely `fact` is known (published when the registry does not say)."""
@@ -162,22 +213,28 @@ class Origin:
         ):
             raise StageError(f"{where}: old_names must be a list of plain file names")
         kind = kinds[0]
-        parts = part_names(where, file, origin.get("parts"))
+        by_glob = origin.get("parts") == GLOB
+        if by_glob:
+            glob_check(where, file)
+        parts = () if by_glob else part_names(where, file, origin.get("parts"))
         use = origin.get("use", True)
         if not isinstance(use, bool):
             raise StageError(f"{where}: use must be true or false, got {use!r}")
-        if parts and kind not in ("local", "manual"):
+        if (parts or by_glob) and kind not in PARTS_KINDS:
             raise StageError(
-                f"{where}: a source of parts comes from a folder on disk (local) or a manual "
-                f"step, not {kind}"
+                f"{where}: a source of parts comes from a folder on disk (local), a folder of a "
+                f"Hugging Face dataset (hf) or a manual step, not {kind}"
             )
-        if not use and not parts:
+        if not use and not (parts or by_glob):
             raise StageError(f"{where}: only a source of parts can be left out (use: false)")
+        spec = transports.parse_spec(where, kind, origin[kind])
+        if kind == "hf" and (parts or by_glob):
+            hf_parts_path(where, file, spec[1])
         return cls(
             name,
             file,
             kind,
-            transports.parse_spec(where, kind, origin[kind]),
+            spec,
             size,
             tuple(checksums),
             profile,
@@ -190,6 +247,7 @@ class Origin:
             tuple(old_names),
             parts,
             use,
+            by_glob,
         )
 
     @property
@@ -202,6 +260,12 @@ def part_names(where: str, file: str, raw: object) -> tuple[str, ...]:
     """The names of a source of parts: `file` a pattern with one integer field such as
     `sa_{:06d}.tar`, `parts` the first and last number, both included."""
     fields = [f for _, f, _, _ in string.Formatter().parse(file) if f is not None]
+    if "*" in file:
+        raise StageError(
+            f"{where}: `file` {file!r} is a glob: give `parts: glob` (its parts are the files "
+            f"matching it), or name them by a pattern such as test-{{:05d}}.parquet with "
+            f"`parts: [first, last]`"
+        )
     if raw is None:
         if fields:
             raise StageError(f"{where}: `file` {file!r} is a pattern: give `parts: [first, last]`")
@@ -209,7 +273,10 @@ def part_names(where: str, file: str, raw: object) -> tuple[str, ...]:
     ok = isinstance(raw, list) and len(raw) == 2
     ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in raw)
     if not ok or raw[0] > raw[1]:
-        raise StageError(f"{where}: parts must be [first, last], whole numbers, got {raw!r}")
+        raise StageError(
+            f"{where}: parts must be [first, last], whole numbers, or `glob` (with `file` a "
+            f"glob such as test-*.parquet), got {raw!r}"
+        )
     if fields != [""]:
         raise StageError(
             f"{where}: a source of parts names its files with one field, e.g. sa_{{:06d}}.tar; "
@@ -222,6 +289,36 @@ def part_names(where: str, file: str, raw: object) -> tuple[str, ...]:
     if len(set(names)) != len(names) or any("/" in n for n in names):
         raise StageError(f"{where}: `file` {file!r} must give each part its own plain name")
     return names
+
+
+def glob_check(where: str, file: str) -> None:
+    """Refuse a `file` that cannot be a glob of parts (`parts: glob`)."""
+    if "*" not in file:
+        raise StageError(
+            f"{where}: `parts: glob` takes the files matching `file`, a glob with `*` such as "
+            f"test-*.parquet, but {file!r} has no `*`; give it one, or name the parts by a "
+            f"pattern (e.g. test-{{:05d}}.parquet) with `parts: [first, last]`"
+        )
+    if any(c in file for c in "{}?["):
+        raise StageError(
+            f"{where}: a glob of parts has `*` for any characters and nothing else special; "
+            f"{file!r} also has {{}}, ? or [ (a pattern's field is `parts: [first, last]`'s)"
+        )
+
+
+def hf_parts_path(where: str, file: str, path: str) -> None:
+    """Refuse an `hf.path` of parts that is not `file` under a plain folder."""
+    folder, _, base = path.rpartition("/")
+    if base != file:
+        raise StageError(
+            f"{where}: hf.path of a source of parts is its folder and `file`, e.g. "
+            f'"data/{file}"; got {path!r}, whose base name is not `file` ({file!r})'
+        )
+    if any(c in folder for c in "*{}?[") or folder.startswith("/") or "//" in path:
+        raise StageError(
+            f"{where}: the folder of hf.path ({folder!r}) must be a plain path in the "
+            f"repository: only the file name may be a pattern or a glob"
+        )
 
 
 def local_copies(overrides: Path | None) -> dict[str, Path]:

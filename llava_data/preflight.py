@@ -2,7 +2,8 @@
 
 Reads the registry (`sources`, `layout.trees`), `profile` from params.yaml, the
 fetch outputs under `--downloads` and the stamps under `--data-root`. Prints one
-line per source and the totals. With `--check-space`, exits 1 when the free disk
+line per source and the totals (a source of parts: its count, as far as this machine
+knows a glob's, and its planned size). With `--check-space`, exits 1 when the free disk
 cannot hold what is about to be downloaded plus what extraction will write.
 Writes nothing.
 """
@@ -20,7 +21,7 @@ import yaml
 from llava_data.common import StageError, load_params, run_main
 from llava_data.layout import STAMP_NAME, tree_specs
 from llava_data.origins import Origin, local_copy_for
-from llava_data.parts import SUMS
+from llava_data.parts import SUMS, folder_names, read_listing
 
 GB = 1e9
 
@@ -91,22 +92,24 @@ def state_of(
     trees: dict,
     local: Path | None,
 ) -> SourceState:
-    origin = Origin.parse(name, entry, profile)
+    origin = listed_parts(Origin.parse(name, entry, profile), downloads / name, local)
     size = origin.size if origin.size is not None else origin.approx_size
-    final = downloads / name / (SUMS if origin.parts else origin.file)
+    final = downloads / name / (SUMS if origin.has_parts else origin.file)
     part = downloads / ".partial" / name / (origin.file + ".part")
+    have = parts_here(origin, downloads / name, downloads / ".partial" / name)
     if not origin.use:
         status, missing = "left out (use: false)", 0
     elif final.is_file() and (
-        origin.parts or origin.size is None or final.stat().st_size == origin.size
+        origin.has_parts or origin.size is None or final.stat().st_size == origin.size
     ):
         status, missing = "present", 0
     elif local is not None:
         status, missing = "local copy", 0
-    elif part.is_file():
-        have = part.stat().st_size
-        status = f"partial ({human(have)}, resumes)"
-        missing = None if size is None else max(size - have, 0)
+    elif part.is_file() or have:
+        held = have[1] if have else part.stat().st_size
+        count = f"{have[0]} of {len(origin.parts) or '?'} files, " if have else ""
+        status = f"partial ({count}{human(held)}, resumes)"
+        missing = None if size is None else max(size - held, 0)
     else:
         status, missing = "missing", size
     dests = [t.dest for t in trees.values() if name in t.archives]
@@ -118,7 +121,7 @@ def state_of(
         manual = ""
     return SourceState(
         name,
-        origin.shown_file,
+        file_cell(origin),
         size,
         str(entry.get("licence", "")),
         origin.kind,
@@ -130,6 +133,42 @@ def state_of(
         facts=facts_of(origin),
         shown=origin.shown_size or "",
     )
+
+
+def listed_parts(origin: Origin, out_dir: Path, local: Path | None) -> Origin:
+    """A glob's parts as far as this machine knows them, asking no upstream: the files of
+    its local folder, else those of the listing its last fetch kept."""
+    if not origin.by_glob:
+        return origin
+    folder = local if local is not None else Path(origin.spec) if origin.kind == "local" else None
+    if folder is not None and folder.is_dir():
+        return origin.listed(folder_names(folder))
+    return origin.listed(read_listing(out_dir / SUMS))
+
+
+def parts_here(origin: Origin, out_dir: Path, staging: Path) -> tuple[int, int] | None:
+    """How many of a source's parts its fetch has placed (a glob's: those there that match
+    it), and their bytes with those of the partial downloads; None when there are none."""
+    if not origin.has_parts or not out_dir.is_dir():
+        return None
+    names = origin.parts or origin.listed(folder_names(out_dir)).parts
+    placed = [out_dir / n for n in names if (out_dir / n).is_file()]
+    partial = list(staging.glob("*.part")) if staging.is_dir() else []
+    if not placed and not partial:
+        return None
+    return len(placed), sum(p.stat().st_size for p in placed + partial)
+
+
+FILE_WIDTH = 40  # the table's file column
+
+
+def file_cell(origin: Origin) -> str:
+    """The file column: the file, or a source's first and last part and their count; when
+    that is too wide, its pattern or glob and the count."""
+    shown = origin.shown_file
+    if len(shown) > FILE_WIDTH and origin.parts:
+        shown = f"{origin.file} ({len(origin.parts)} files)"
+    return shown
 
 
 def free_bytes(path: Path) -> int:
@@ -147,7 +186,7 @@ def report(states: list[SourceState]) -> str:
         done = s.status in ("present", "local copy") or s.status.startswith("left out")
         step = s.manual or ("" if done else f"fetch ({s.kind})")
         lines.append(
-            f"{s.name:28} {s.file[:40]:40} {size_cell(s):>11}  {s.facts:40} "
+            f"{s.name:28} {s.file[:FILE_WIDTH]:{FILE_WIDTH}} {size_cell(s):>11}  {s.facts:40} "
             f"{s.status:24} {step:13} {s.licence}"
         )
     lines.append(

@@ -15,7 +15,9 @@ Before a byte is written, the file the upstream offers is checked against what t
 registry pins: the size of the first answer of an HTTP(S) or Drive transfer, the size
 and LFS sha256 the Hub announces. A file that is not the pinned one is refused
 (`NotPinned`) with nothing downloaded. A Hub file whose sha256 is pinned but whose
-revision is not is looked for in the file's history (`hf_find_revision`).
+revision is not is looked for in the file's history (`hf_find_revision`). A source of
+parts in a Hub folder is listed through `list_repo_tree`, every part at one commit
+(`hf_parts`), and each part downloads as a file of its own.
 
 `use_mirrors` reads a per-machine table of URL prefixes and the bases that replace
 them (a proxy, a lab's mirror, a test's loopback server): every URL the HTTP(S) and
@@ -39,6 +41,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 import yaml
 
+from llava_data import parts
 from llava_data.common import CHUNK, StageError, progress
 
 # Consecutive failed attempts allowed before giving up (an attempt that brings
@@ -307,9 +310,16 @@ def pin_advice(origin, upstream: dict, differs: list[str]) -> str:
         f"{where} (a null is pinned by the next fetch from the bytes it downloads), then run "
         f"`dvc repro fetch@{origin.name}`. If it did not, the origin no longer serves the "
         f"pinned file: find where that file is now, or list a good copy in sources.local.yaml "
-        f"as `{origin.name}: /path/to/{origin.file}`."
+        f"as `{origin.name}: {copy_path(origin)}`."
     )
     return " ".join(text)
+
+
+def copy_path(origin) -> str:
+    """How a message shows the path of a copy in sources.local.yaml: a file, or the folder
+    of a source of parts."""
+    many = getattr(origin, "has_parts", False)
+    return f"/path/to/{origin.name}/" if many else f"/path/to/{origin.file}"
 
 
 def not_pinned(origin, what: str, upstream: dict, differs: list[str], how: str = "") -> NotPinned:
@@ -433,8 +443,10 @@ def manual_steps(origin, kind: str, spec) -> str:
     held = ", ".join(f"{a} {v}" for a, v in origin.checksums)
     if origin.size is not None:
         held = f"{origin.size:,} bytes" + (f" and {held}" if held else "")
-    if origin.parts:
-        saved, thing = f"/path/to/{origin.name}/", f"the folder of its {len(origin.parts)} files"
+    if origin.has_parts:
+        many = f"the files matching {origin.file}"
+        many = f"its {len(origin.parts)} files" if origin.parts else many
+        saved, thing = f"/path/to/{origin.name}/", f"the folder of {many}"
         held = held and f"{held} (the parts' total, and the sha256 of their sha256sum listing)"
         held = held or (
             "no checksum yet (once every file reads whole, the total size and the sha256 of "
@@ -1080,6 +1092,162 @@ def hf_refusal(origin, repo, path, revision, url, endpoint, err: Exception) -> s
     if isinstance(err, FileMetadataError):
         return f"{where}: {_short(err)}; check HF_ENDPOINT and your proxy settings"
     raise err
+
+
+# ---- Hugging Face: a folder of parts ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hub folder as the tree listing gives it (`sha256`: LFS files only)."""
+
+    name: str
+    size: int | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class HubParts:
+    """A source of parts on the Hub: the one commit every part is taken at, and its parts
+    there in the source's order, as the folder's listing describes them."""
+
+    commit: str
+    files: tuple[HubFile, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.files)
+
+    @property
+    def facts(self) -> dict:
+        """What the Hub says of the source: total size, listing sha256 (every part an LFS
+        file), revision."""
+        rows = ((f.name, f.size, f.sha256) for f in self.files)
+        return {**parts.upstream_facts(rows), "revision": self.commit}
+
+    def file(self, name: str) -> HubFile:
+        return next(f for f in self.files if f.name == name)
+
+
+def hf_folder(path: str) -> str:
+    """The folder of an `hf.path` of parts ("" for the repository's root)."""
+    return path.rpartition("/")[0]
+
+
+def hf_part_path(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def hf_list_folder(
+    origin, repo: str, folder: str, revision: str | None, timeout: float | None = None
+) -> list[HubFile]:
+    """The files directly in `folder` of dataset `repo` at `revision`, sorted by name: one
+    tree listing through huggingface_hub's `list_repo_tree` (its pages followed). A folder
+    that is not there is a HubError naming it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=hf_endpoint())
+    _cap_hub_timeouts(timeout or TIMEOUT_S)
+
+    def call():
+        try:
+            tree = api.list_repo_tree(
+                repo, path_in_repo=folder or None, revision=revision, repo_type="dataset"
+            )
+            return list(tree)
+        except RemoteEntryNotFoundError:
+            return None
+
+    # messages name the registry's hf.path; huggingface_hub retries this call itself
+    entries = _hf_call(origin, repo, origin.spec[1], revision, call, retry=False)
+    if entries is None:
+        at = f"revision {revision}" if revision else "the default branch"
+        raise HubError(
+            f"source {origin.name!r}: Hugging Face dataset {repo} has no folder {folder!r} at "
+            f"{at}; check {origin_key(origin)}.hf.path in sources.yaml",
+            "missing",
+        )
+    files = [
+        HubFile(e.path.rpartition("/")[2], e.size, e.lfs.sha256 if e.lfs else None)
+        for e in entries
+        if isinstance(e, RepoFile)
+    ]
+    return sorted(files, key=lambda f: f.name)
+
+
+def hf_parts(origin, timeout: float | None = None, line: str | None = None) -> HubParts:
+    """Where a source of parts (`origin.parts` named by a pattern, or `origin.file` a glob)
+    stands on the Hub, every part at one commit: the pinned revision when it is a commit,
+    else the commit its first part resolves to (a HEAD). That commit's folder is listed
+    once (sizes, LFS sha256s); a part it lacks, or a glob that matches nothing, is a
+    StageError listing what the folder holds there and which registry line (`line`, e.g.
+    "sources.yaml lines 12 and 14") to change."""
+    repo, path, revision = origin.spec
+    folder = hf_folder(path)
+    commit = revision if revision is not None and COMMIT_HEX.fullmatch(revision) else None
+    if commit is None:
+        first = origin.parts[:1]
+        if not first:  # a glob: the first file matching it at the revision
+            held = hf_list_folder(origin, repo, folder, revision, timeout)
+            first = origin.listed(f.name for f in held).parts[:1]
+            if not first:
+                raise StageError(no_match(origin, repo, folder, revision, held, line))
+        try:
+            meta, _ = _hf_metadata(origin, repo, hf_part_path(folder, first[0]), revision, timeout)
+        except HubError as err:
+            if err.outcome != "missing" or not origin.parts:
+                raise
+            held = hf_list_folder(origin, repo, folder, revision, timeout)  # says a bad revision
+            raise StageError(parts_not_there(origin, repo, folder, revision, held, line)) from None
+        commit = meta.commit_hash
+    held = hf_list_folder(origin, repo, folder, commit, timeout)
+    named = origin.listed(f.name for f in held).parts
+    if not named:
+        raise StageError(no_match(origin, repo, folder, commit, held, line))
+    by_name = {f.name: f for f in held}
+    if any(n not in by_name for n in named):
+        raise StageError(parts_not_there(origin, repo, folder, commit, held, line))
+    return HubParts(commit, tuple(by_name[n] for n in named))
+
+
+def _where_to_fix(origin, line: str | None) -> str:
+    at = f", {line}" if line else ""
+    return f"sources.{origin.name}.file and {origin_key(origin)}{at}"
+
+
+def parts_not_there(origin, repo, folder, revision, held, line) -> str:
+    """The message for parts named by a pattern that the Hub's folder does not hold."""
+    names = {f.name for f in held}
+    missing = [n for n in origin.parts if n not in names]
+    at = f"commit {revision}" if revision else "the default branch"
+    alike = parts.like(origin.file, names)
+    head = origin.file.split("{", 1)[0]
+    glob = f"{head}*{Path(origin.file).suffix}"
+    return (
+        f"source {origin.name!r}: Hugging Face dataset {repo} at {at} lacks {len(missing)} of "
+        f"the {len(origin.parts)} parts the registry names in {folder or 'its root'}/: "
+        f"{parts.shown_names(missing, 5)}; nothing was downloaded. That folder holds "
+        f"{len(alike)} files that look like parts: {parts.shown_names(alike)}. Change "
+        f"{_where_to_fix(origin, line)}, to name them: `file` (a pattern with one integer "
+        f"field, and the same name at the end of hf.path) and `parts: [first, last]`, or, "
+        f'when no pattern fits, a glob, `file: "{glob}"` with `parts: glob`, its parts the '
+        f"files matching it. Then run `dvc repro fetch@{origin.name}`"
+    )
+
+
+def no_match(origin, repo, folder, revision, held, line) -> str:
+    """The message for a glob of parts that no file of the Hub's folder matches."""
+    at = f"commit {revision}" if revision else "the default branch"
+    alike = parts.like(origin.file, [f.name for f in held])
+    return (
+        f"source {origin.name!r}: no file of Hugging Face dataset {repo}'s folder "
+        f"{folder or '(the root)'} matches {origin.file!r} at {at}; nothing was downloaded. "
+        f"It holds {parts.shown_names(alike)}. Fix the glob, `file` and the end of hf.path, "
+        f"or hf.revision ({_where_to_fix(origin, line)}), then run "
+        f"`dvc repro fetch@{origin.name}`"
+    )
 
 
 # ---- Google Drive --------------------------------------------------------------------

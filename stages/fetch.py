@@ -1,15 +1,17 @@
 """Fetch one source: read its registry entry, obtain the file, verify size and checksum.
 
 Reads `sources.<name>` of the registry (params file) for the active profile and
-writes `<out>/<file>`. Partial downloads live under `--partial` (not a DVC
+writes `<out>/<file>`, or for a source of parts (`fetch_parts`) every part and their
+`SHA256SUMS` listing. Partial downloads live under `--partial` (not a DVC
 output, so `dvc repro` never deletes them) and are resumed by the next run; a
 file is renamed into `<out>` only once its size and checksum are verified.
 
 A file that no checksum holds (neither the registry's nor one the upstream announced)
 is also checked whole by its kind before what it taught is pinned in the registry: a
 JSON annotation file must parse to its end as one array of records, a zip archive's
-central directory must read and every member must pass its CRC. A damaged first
-download is thus refused instead of being pinned.
+central directory must read and every member must pass its CRC, a Parquet file's footer
+must read and hold its column chunks (as every tar and Parquet part of a source of parts).
+A damaged first download is thus refused instead of being pinned.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from llava_data.origins import (
     Origin,
     local_copy_for,
 )
-from llava_data.registry import record
+from llava_data.registry import entry_lines, record
 
 
 class Mismatch(StageError):
@@ -111,16 +113,19 @@ def prefix_warning(origin: Origin, path: Path, sha: str) -> str:
 
 
 def content_kind(file: str, head: bytes) -> str | None:
-    """Which wholeness check a file gets: "json", "zip", or None (no check applies).
+    """Which wholeness check a file gets: "json", "zip", "parquet", or None (no check
+    applies).
 
-    Decided by the registry's `file` name (`.json`, `.zip`) and, for a zip under
-    another name, by its first bytes.
+    Decided by the registry's `file` name (`.json`, `.zip`, `.parquet`) and, for a zip
+    under another name, by its first bytes.
     """
     name = file.lower()
     if name.endswith(".json"):
         return "json"
     if name.endswith(".zip") or head.startswith(ZIP_MAGIC):
         return "zip"
+    if name.endswith(".parquet"):
+        return "parquet"
     return None
 
 
@@ -143,6 +148,8 @@ def wholeness_problem(path: Path, file: str) -> str | None:
             return f"the JSON scanner found {_scanner_reason(err, path)}"
     elif kind == "zip":
         return zip_problem(path)
+    elif kind == "parquet":
+        return parts.parquet_problem(path)
     return None
 
 
@@ -286,6 +293,13 @@ def not_whole_message(
 # ---- the stage ---------------------------------------------------------------------------
 
 
+def set_aside_to_fetch_again(path: Path, partial_dir: Path, origin: Origin, what: str) -> None:
+    """Move a file already in place aside (`reject`) to fetch it again, saying `what` is
+    wrong with it and where it went."""
+    kept = reject(path, partial_dir, origin.name)
+    print(f"source {origin.name!r}: {what}; moved it to {kept} and fetching again", file=sys.stderr)
+
+
 def reject(path: Path, partial_dir: Path, name: str) -> Path:
     """Move `path` into `<partial_dir>/rejected/<name>/`, over nothing; return where."""
     folder = partial_dir / "rejected" / name
@@ -323,16 +337,7 @@ def fetch(
     staging = partial_dir / origin.name
     staging.mkdir(parents=True, exist_ok=True)
     part = staging / (origin.file + ".part")
-    announced: dict[str, str] = {}
-    if local_copy is not None:
-        transports.link_or_copy(local_copy, part)
-    else:
-        announced = transports.obtain(origin.kind, origin.spec, origin, part)
-    try:
-        seen = verify(part, origin, announced)
-    except Mismatch as err:
-        kept = transports.set_aside(part)
-        raise StageError(mismatch_message(err, origin, kept, local_copy, registry)) from None
+    seen, announced = obtain_verified(origin, part, local_copy, registry)
     learned = learned_facts(origin, part.stat().st_size, seen, announced)
     if needs_wholeness_check(origin, learned, announced):
         problem = wholeness_problem(part, origin.file)
@@ -349,6 +354,25 @@ def fetch(
     return final
 
 
+def obtain_verified(
+    origin: Origin, part: Path, local_copy: Path | None, registry: Path | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Write (or resume) `part` from the local copy or the origin's transport and verify
+    it; return the digests seen and what the upstream announced. Bytes that fail are set
+    aside (never deleted) and the stage stops saying what to do."""
+    announced: dict[str, str] = {}
+    if local_copy is not None:
+        transports.link_or_copy(local_copy, part)
+    else:
+        announced = transports.obtain(origin.kind, origin.spec, origin, part)
+    try:
+        seen = verify(part, origin, announced)
+    except Mismatch as err:
+        kept = transports.set_aside(part)
+        raise StageError(mismatch_message(err, origin, kept, local_copy, registry)) from None
+    return seen, announced
+
+
 def fetch_parts(
     origin: Origin,
     out_dir: Path,
@@ -359,22 +383,141 @@ def fetch_parts(
     """Obtain, verify and place a source of parts (see `llava_data.parts`); return the
     listing written beside them.
 
-    Parts already in `out_dir` are kept; the missing ones are taken (linked, else copied)
-    from the local folder (`local:` or the sources.local.yaml line), or the stage stops
-    with the manual step. The parts' total size and listing sha256 are then checked
-    against the registry; unpinned, every tar must be whole before both are pinned. An
-    optional source this profile leaves out (`use: false`) gets one note file instead.
+    A glob's parts are named first (`Origin.listed`): by the local folder, the Hub's
+    folder, or the last verified listing when it is the pinned one. Parts already in
+    `out_dir` are kept; the missing ones are taken (linked, else copied) from the local
+    folder (`local:` or the sources.local.yaml line), downloaded from a Hugging Face
+    folder, all at one commit (`transports.hf_parts`), or the stage stops with the manual
+    step. The parts' total size and listing sha256 are then checked against the registry;
+    unpinned, every tar and Parquet part must be whole before both are pinned (with the
+    Hub's commit). An optional source this profile leaves out (`use: false`) gets one
+    note file instead.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if not origin.use:
         return leave_out(origin, out_dir, partial_dir)
+    src = local_source(origin, local_copy)
+    origin, hub = name_parts(origin, out_dir, src, local_copy, registry)
     keep = {*origin.parts, parts.SUMS}
     for stray in sorted(out_dir.iterdir()):
         if stray.name not in keep:
             reject(stray, partial_dir, origin.name)
+    hashed = keep_hub_parts(origin, hub, out_dir, partial_dir) if hub is not None else {}
     todo = [n for n in origin.parts if not (out_dir / n).is_file()]
-    src = local_source(origin, local_copy)
-    if todo and src is None:
+    if hub is not None:
+        for name in todo:
+            hashed[name] = fetch_hub_part(origin, hub, name, out_dir, partial_dir, registry)
+    elif todo:
+        link_parts(origin, todo, src, out_dir, partial_dir)
+    shutil.rmtree(partial_dir / origin.name, ignore_errors=True)
+    text = parts.listing(out_dir, origin.parts, hashed)
+    size = sum((out_dir / n).stat().st_size for n in origin.parts)
+    digest = parts.listing_digest(text)
+    from_hub = origin.kind == "hf" and local_copy is None
+    check_parts(origin, out_dir, partial_dir, text, size, digest, registry, from_hub)
+    announced = {}
+    if hub is not None and hub.commit != origin.spec[2]:
+        announced["revision"] = hub.commit
+    learned = learned_facts(origin, size, {"sha256": digest}, announced)
+    if needs_wholeness_check(origin, learned, {}):
+        for name in origin.parts:
+            problem = parts.part_problem(out_dir / name)
+            if problem is not None:
+                kept = reject(out_dir / name, partial_dir, origin.name)
+                raise StageError(part_not_whole_message(origin, name, problem, kept, src, hub))
+    sums = out_dir / parts.SUMS
+    with atomic_path(sums) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    if learned:
+        announce_learned(origin, learned, registry)
+    return sums
+
+
+def name_parts(
+    origin: Origin, out_dir: Path, src: Path | None, local_copy: Path | None, registry
+) -> tuple[Origin, transports.HubParts | None]:
+    """The origin with its parts named, and where they stand on the Hub (None: the Hub is
+    not asked). A glob's parts are the local folder's matching files, or the last verified
+    listing's when it is the pinned one; an `hf` source asks the Hub (`hub_needed`), which
+    names a glob's parts at the one commit every part is taken at, and refuses parts whose
+    total or listing the Hub shows is not the pinned one before a byte is downloaded."""
+    if origin.by_glob:
+        pin = dict(origin.checksums).get("sha256")
+        found = parts.folder_names(src) if src is not None else parts.verified_names(out_dir, pin)
+        origin = origin.listed(found)
+    hub = None
+    if origin.kind == "hf" and local_copy is None and hub_needed(origin, out_dir):
+        hub = transports.hf_parts(origin, line=entry_lines(registry, origin.name, origin.profile))
+        origin = origin.listed(hub.names)
+        differs = transports.pin_differences(origin, hub.facts)
+        if differs:
+            repo, path, _ = origin.spec
+            what = (
+                f"Hugging Face dataset {repo}, the {len(origin.parts)} files of "
+                f"{transports.hf_folder(path) or 'its root'}/ that are its parts, at commit "
+                f"{hub.commit},"
+            )
+            raise transports.not_pinned(origin, what, hub.facts, differs, "as the Hub lists them")
+    if not origin.parts:  # a glob that matched nothing on disk
+        if src is None:
+            raise StageError(transports.manual_instruction(origin, origin.kind, origin.spec))
+        raise StageError(
+            f"source {origin.name!r}: no file in {src} matches {origin.file!r} "
+            f"({origin.where}); put the parts there, or fix `file`, and run "
+            f"`dvc repro fetch@{origin.name}`"
+        )
+    return origin, hub
+
+
+def hub_needed(origin: Origin, out_dir: Path) -> bool:
+    """Whether the Hub must be asked: a glob's parts are not known yet, a part is missing,
+    or the registry does not pin the parts yet (so they are compared with the Hub's
+    before their size, sha256 and commit are pinned)."""
+    missing = any(not (out_dir / n).is_file() for n in origin.parts)
+    return not origin.parts or missing or origin.size is None or not origin.checksums
+
+
+def keep_hub_parts(origin: Origin, hub, out_dir: Path, partial_dir: Path) -> dict[str, str]:
+    """Hash the parts already in `out_dir`; move aside (to be downloaded again) those that
+    are not the file the Hub lists at the parts' commit (another revision's, or damaged).
+    Returns name -> sha256 of the parts kept."""
+    hashed = {}
+    for name in origin.parts:
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        listed, why = hub.file(name), ""
+        if listed.size is not None and path.stat().st_size != listed.size:
+            why = f"{path.stat().st_size:,} bytes, the Hub lists {listed.size:,}"
+        else:
+            hashed[name] = file_digest(path)
+            if listed.sha256 not in (None, hashed[name]):
+                why = f"sha256 {hashed.pop(name)}, the Hub lists {listed.sha256}"
+        if why:
+            what = f"{path} is not that part at commit {hub.commit} ({why})"
+            set_aside_to_fetch_again(path, partial_dir, origin, what)
+    return hashed
+
+
+def fetch_hub_part(
+    origin: Origin, hub, name: str, out_dir: Path, partial_dir: Path, registry: Path | None
+) -> str:
+    """Download (or resume) one part at the parts' commit and place it; return its sha256.
+
+    A transfer that fails leaves its partial file for the next run to resume; bytes that
+    are not what the Hub announced (its LFS sha256) are set aside."""
+    part = partial_dir / origin.name / (name + ".part")
+    seen, _ = obtain_verified(origin.part_origin(name, hub.commit), part, None, registry)
+    os.replace(part, out_dir / name)
+    return seen["sha256"]
+
+
+def link_parts(
+    origin: Origin, todo: list[str], src: Path | None, out_dir: Path, partial_dir: Path
+) -> None:
+    """Take the missing parts `todo` from the local folder `src` (linked, else copied), or
+    stop with the manual step, or name the parts the folder lacks."""
+    if src is None:
         held = len(origin.parts) - len(todo)
         have = f" ({held} of {len(origin.parts)} parts are already in {out_dir})" if held else ""
         raise StageError(transports.manual_instruction(origin, origin.kind, origin.spec) + have)
@@ -386,33 +529,29 @@ def fetch_parts(
             f"{' …' if len(missing) > 5 else ''}. Put them in {src} and run "
             f"`dvc repro fetch@{origin.name}`"
         )
-    staging = partial_dir / origin.name
     for name in todo:
-        part = staging / (name + ".part")
+        part = partial_dir / origin.name / (name + ".part")
         transports.link_or_copy(src / name, part)
         os.replace(part, out_dir / name)
-    shutil.rmtree(staging, ignore_errors=True)
-    text = parts.listing(out_dir, origin.parts)
-    size = sum((out_dir / n).stat().st_size for n in origin.parts)
-    digest = parts.listing_digest(text)
-    check_parts(origin, out_dir, partial_dir, text, size, digest, registry)
-    learned = learned_facts(origin, size, {"sha256": digest}, {})
-    if needs_wholeness_check(origin, learned, {}):
-        for name in origin.parts:
-            problem = parts.tar_problem(out_dir / name) if name.endswith(".tar") else None
-            if problem is not None:
-                kept = reject(out_dir / name, partial_dir, origin.name)
-                raise StageError(
-                    f"source {origin.name!r}: part {name} is not whole: {problem}. Nothing was "
-                    f"pinned; the part was moved to {kept} (not deleted). Put a good copy of "
-                    f"{name} in {src} and run `dvc repro fetch@{origin.name}`"
-                )
-    sums = out_dir / parts.SUMS
-    with atomic_path(sums) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    if learned:
-        announce_learned(origin, learned, registry)
-    return sums
+
+
+def part_not_whole_message(
+    origin: Origin, name: str, problem: str, kept: Path, src: Path | None, hub
+) -> str:
+    """The message for a part that is not whole (moved to `kept`); nothing was pinned."""
+    again = f"`dvc repro fetch@{origin.name}`"
+    text = (
+        f"source {origin.name!r}: part {name} is not whole: {problem}. Nothing was pinned; "
+        f"the part was moved to {kept} (not deleted). "
+    )
+    if hub is None:
+        return text + f"Put a good copy of {name} in {src} and run {again}"
+    return text + (
+        f"Run {again} to download it again (at commit {hub.commit}); if it fails the same "
+        f"way, the file on the Hub is itself damaged: report it upstream, or list a folder "
+        f"of good copies in sources.local.yaml as `{origin.name}: /path/to/{origin.name}/` "
+        f"and run {again}"
+    )
 
 
 def check_parts(
@@ -423,6 +562,7 @@ def check_parts(
     size: int,
     digest: str,
     registry: Path | None,
+    from_hub: bool = False,
 ) -> None:
     """Refuse parts whose total size or listing sha256 is not the registry's, naming the
     parts that changed since the last verified listing. Nothing is moved: the parts stay
@@ -445,11 +585,15 @@ def check_parts(
         else f"Compare {new} with `sha256sum` of a good copy to find the part that differs. "
     )
     name, pins = _registry_name(registry), _null_keys(origin, ["size", "sha256"])
+    retake = (
+        "(the next run downloads it again from the Hub)"
+        if from_hub
+        else "(the next run takes it again from the local folder), put a good copy there,"
+    )
     raise StageError(
         f"source {origin.name!r}: its {len(origin.parts)} parts in {out_dir} have {what} "
         f"({origin.where}). {named}The listing of what is there now is {new}. If the "
-        f"registry is right, delete the bad part from {out_dir} (the next run takes it again "
-        f"from the local folder), put a good copy there, and run `dvc repro "
+        f"registry is right, delete the bad part from {out_dir} {retake} and run `dvc repro "
         f"fetch@{origin.name}`. If the registry is wrong, set {pins} "
         f"back to null in {name} and run it again: it pins what it finds"
     )
@@ -466,8 +610,7 @@ def leave_out(origin: Origin, out_dir: Path, partial_dir: Path) -> Path:
     with atomic_path(note) as tmp:
         tmp.write_text(
             f"{origin.name}: left out of this profile ({origin.where}.use: false).\n"
-            f"Set it to true to use its {len(origin.parts)} files "
-            f"({origin.shown_file}).\n",
+            f"Set it to true to use {origin.their_files}.\n",
             encoding="utf-8",
         )
     return note
@@ -510,12 +653,8 @@ def keep_existing(
         return True
     problem = wholeness_problem(final, origin.file)
     if problem is not None:
-        kept = reject(final, partial_dir, origin.name)
-        print(
-            f"source {origin.name!r}: the file already fetched, {final}, is not whole: "
-            f"{problem}; moved it to {kept} and fetching again",
-            file=sys.stderr,
-        )
+        what = f"the file already fetched, {final}, is not whole: {problem}"
+        set_aside_to_fetch_again(final, partial_dir, origin, what)
         return False
     sha = seen["sha256"]
     src = local_source(origin, local_copy)
@@ -646,9 +785,9 @@ def main(argv=None) -> None:
 
     entry = load_params(args.registry, f"sources.{args.source}")
     origin = Origin.parse(args.source, entry, args.profile)
-    local = local_copy_for(args.source, args.local_copies, folder=bool(origin.parts))
+    local = local_copy_for(args.source, args.local_copies, folder=origin.has_parts)
     transports.use_mirrors(args.mirrors)
-    run = fetch_parts if origin.parts else fetch
+    run = fetch_parts if origin.has_parts else fetch
     run(origin, args.out, args.partial, local, Path(args.registry))
 
 

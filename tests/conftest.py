@@ -59,7 +59,16 @@ def files(tmp_path):
 
 @pytest.fixture
 def hub(monkeypatch):
-    """A Hugging Face Hub stand-in, which huggingface_hub reaches through HF_ENDPOINT."""
+    """A Hugging Face Hub stand-in, which huggingface_hub reaches through HF_ENDPOINT.
+
+    huggingface_hub's telemetry is off, so that the stand-in sees only what the code asks:
+    with it on, the first request of a process also asks HF_ENDPOINT for the client's
+    agent-harness registry, and a test asserting what was asked fails or passes by the
+    order its worker ran the tests in."""
+    from huggingface_hub import constants
+
     with HubServer() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")  # for the stages run as commands
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
         yield server

@@ -15,7 +15,8 @@ file content with Range / If-Range support. Switches a test can set:
 `FileServer` serves a folder; `HubServer` answers the Hugging Face Hub's
 `/datasets/<repo>/resolve/<revision>/<path>` the way huggingface_hub expects
 (X-Repo-Commit, ETag / X-Linked-Etag, X-Linked-Size, a redirect of LFS files to a
-separate "CDN" server, X-Error-Code on errors; never any X-Xet header);
+separate "CDN" server, X-Error-Code on errors; never any X-Xet header) and the API's
+commits, paths-info and tree listings;
 `GitHubServer` plays the REST API's pull request comments (list with pagination,
 create, edit), for one token; `DriveServer` answers Google Drive's
 `uc?export=download&id=` with the file, the "can't scan for viruses" confirm page or
@@ -322,6 +323,13 @@ class HubServer(StubServer):
     paginates; `POST /api/datasets/<repo>/paths-info/<revision>` (form fields `paths`,
     `expand`) describes files at a revision: git oid, size, `lfs` {oid (sha256), size,
     pointerSize} and, with `expand=true`, the `lastCommit` that changed each.
+    `GET /api/datasets/<repo>/tree/<revision>[/<folder>]` (`HfApi.list_repo_tree`; the
+    revision and the folder each URL-quoted whole, `recursive`, `expand` and the Hub's
+    `cursor` as query parameters) lists a folder: its files as paths-info describes them
+    and its subfolders as {type: directory, oid, size: 0, path}, `tree_per_page` entries
+    at a time with a `Link: <...&cursor=...>; rel="next"` header, in no particular order
+    (not sorted by name, so that a client relying on the server's order shows); a folder
+    that is not there (or a file's path) answers 404 EntryNotFound, as the Hub does.
     """
 
     def __init__(self) -> None:
@@ -329,11 +337,12 @@ class HubServer(StubServer):
         self.repos: dict[str, _Repo] = {}
         self.lfs: set[str] = set()
         self.commits_per_page = 50
+        self.tree_per_page = 1000  # the Hub's page for a listing without `expand`
         self.cdn = StubServer()
         self.cdn.routes.append(self._blob)
         self._blobs: dict[str, bytes] = {}
         self._clock = 0
-        self.routes += [self._resolve, self._commits, self._paths_info]
+        self.routes += [self._resolve, self._commits, self._paths_info, self._tree]
 
     def start(self) -> HubServer:
         self.cdn.start()
@@ -460,26 +469,65 @@ class HubServer(StubServer):
         repo, commit = found
         form = parse_qs(seen.body.decode())
         expand = form.get("expand", ["false"])[0] == "true"
-        out = []
-        for path in form.get("paths", []):  # a path that does not exist is left out
-            data = repo.commits[commit].get(path)
-            if data is None:
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            item: dict = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": path}
-            if sha in self.lfs:
-                pointer = LFS_POINTER.format(sha=sha, size=len(data)).encode()
-                item["oid"] = git_blob_id(pointer)
-                item["lfs"] = {"oid": sha, "size": len(data), "pointerSize": len(pointer)}
-            if expand:
-                last = repo.last_change(commit, path)
-                item["lastCommit"] = {
-                    "id": last,
-                    "title": repo.titles[last],
-                    "date": repo.dates[last],
-                }
-            out.append(item)
+        # a path that does not exist is left out
+        paths = [p for p in form.get("paths", []) if p in repo.commits[commit]]
+        out = [self._describe(repo, commit, path, expand) for path in paths]
         return Reply(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
+
+    def _describe(self, repo: _Repo, commit: str, path: str, expand: bool) -> dict:
+        """A file at a commit as the Hub's paths-info and tree listings describe it."""
+        data = repo.commits[commit][path]
+        sha = hashlib.sha256(data).hexdigest()
+        item: dict = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": path}
+        if sha in self.lfs:
+            pointer = LFS_POINTER.format(sha=sha, size=len(data)).encode()
+            item["oid"] = git_blob_id(pointer)
+            item["lfs"] = {"oid": sha, "size": len(data), "pointerSize": len(pointer)}
+        if expand:
+            last = repo.last_change(commit, path)
+            item["lastCommit"] = {"id": last, "title": repo.titles[last], "date": repo.dates[last]}
+        return item
+
+    def _tree(self, seen: Seen) -> Reply | None:
+        raw = urlsplit(seen.target).path  # quoted: a revision or folder may hold a "/"
+        m = re.fullmatch(r"/api/datasets/([^/]+)/([^/]+)/tree/([^/]+)(?:/([^/]+))?", raw)
+        if not m or seen.method != "GET":
+            return None
+        repo_id, revision = f"{unquote(m[1])}/{unquote(m[2])}", unquote(m[3])
+        folder = unquote(m[4] or "").strip("/")
+        found = self._lookup(seen, repo_id, revision)
+        if isinstance(found, Reply):
+            return found
+        repo, commit = found
+        tree = repo.commits[commit]
+        recursive = seen.query.get("recursive", "false").lower() == "true"
+        expand = seen.query.get("expand", "false").lower() == "true"
+        prefix = f"{folder}/" if folder else ""
+        below = [p for p in tree if p.startswith(prefix)]
+        if folder and not below:
+            return _hub_error(404, "EntryNotFound", f"{folder} does not exist on {revision}")
+        files, folders = [], set()
+        for path in below:
+            rest = path[len(prefix) :]
+            if "/" in rest:
+                parts = rest.split("/")[:-1]
+                steps = range(1, len(parts) + 1) if recursive else [1]
+                folders.update(prefix + "/".join(parts[:k]) for k in steps)
+            if recursive or "/" not in rest:
+                files.append(path)
+        items = [
+            {"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(), "size": 0, "path": p}
+            for p in sorted(folders)
+        ] + [self._describe(repo, commit, p, expand) for p in files]
+        items.reverse()  # not sorted by name: the Hub promises no order
+        start = int(seen.query.get("cursor") or 0)
+        page = items[start : start + self.tree_per_page]
+        headers = {"Content-Type": "application/json"}
+        if start + self.tree_per_page < len(items):
+            query = f"recursive={str(recursive).lower()}&expand={str(expand).lower()}"
+            following = f"{self.url}{raw}?{query}&cursor={start + self.tree_per_page}"
+            headers["Link"] = f'<{following}>; rel="next"'
+        return Reply(200, json.dumps(page).encode(), headers)
 
     def _blob(self, seen: Seen) -> Reply | None:
         m = re.fullmatch(r"/blobs/([0-9a-f]{64})", seen.path)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llava_data import check_upstream, transports
+from llava_data import check_upstream, parts, transports
 from llava_data.check_upstream import Probe, Row, judge, table
 from llava_data.origins import Origin
 from tests.servers import SAMPLE, DriveServer, FileServer, service_account
@@ -260,6 +260,74 @@ def test_hub_5xx_is_retried_as_the_transports_do(tmp_path, hub):
     row = rows_of(tmp_path, {"mix1m": ("mix1M.json", entry)})["mix1m"]
     assert row.status == "ok", row.todo
     assert [(s.method, s.path.split("/")[1]) for s in hub.seen] == [("HEAD", "datasets")] * 3
+
+
+POPE = "lmms-lab/POPE"
+SHARDS = [f"test-{n:05d}-of-00003.parquet" for n in range(3)]
+
+
+def shards() -> dict[str, bytes]:
+    return {f"data/{name}": DATA[n:] for n, name in enumerate(SHARDS)}
+
+
+def hf_parts(file: str, parts_, revision=None, **pins) -> tuple[str, dict]:
+    full = {"hf": hf(f"data/{file}", revision, POPE), "parts": parts_, **pins}
+    return file, full
+
+
+def test_hub_parts_by_pattern_are_each_asked_and_held_to_their_total_and_listing(tmp_path, hub):
+    commit = hub.publish(POPE, {**shards(), "data/README.md": b"x"})
+    total = sum(len(data) for data in shards().values())
+    rows = ((n, None, hashlib.sha256(DATA[k:]).hexdigest()) for k, n in enumerate(SHARDS))
+    digest = parts.upstream_facts(rows)["sha256"]
+    pattern = "test-{:05d}-of-00003.parquet"
+    rows = rows_of(
+        tmp_path,
+        {
+            "ok": hf_parts(pattern, [0, 2], commit, size=total, sha256=digest),
+            "size": hf_parts(pattern, [0, 2], commit, size=10),
+            "gone": hf_parts("test-{:05d}-of-00004.parquet", [0, 3], commit),
+        },
+    )
+    assert rows["ok"].status == "ok"
+    assert rows["ok"].todo.startswith(
+        f"nothing to do (3 files; {total:,} bytes and sha256 {digest}"
+    )
+    assert rows["size"].status == "changed"
+    assert f"has {total:,} bytes; sources.yaml pins 10 bytes" in rows["size"].todo
+    assert rows["gone"].status == "gone"
+    assert "lacks 4 of the 4 parts" in rows["gone"].todo
+    assert (
+        f"That folder holds 3 files that look like parts: {', '.join(SHARDS)}" in rows["gone"].todo
+    )
+    heads = [s.path for s in hub.seen if s.method == "HEAD" and "-of-00003" in s.path]
+    asked = [f"/datasets/{POPE}/resolve/{commit}/data/{n}" for n in SHARDS] * 2
+    assert sorted(heads) == sorted(asked)  # each part of "ok" and of "size", once
+    trees = [s.path for s in hub.seen if "/tree/" in s.path]
+    assert trees == [f"/api/datasets/{POPE}/tree/{commit}/data"], "only for the missing parts"
+    assert hub.cdn.seen == []  # metadata only, no bytes
+
+
+def test_hub_parts_by_glob_are_one_listing_and_the_commit_the_fetch_pins(tmp_path, hub):
+    commit = hub.publish(POPE, {**shards(), "data/validation-0.parquet": b"v"})
+    total = sum(len(data) for data in shards().values())
+    rows = rows_of(
+        tmp_path,
+        {
+            "glob": hf_parts("test-*.parquet", "glob", size=total),
+            "none": hf_parts("val-*.parquet", "glob", commit),
+        },
+    )
+    assert rows["glob"].status == "ok", rows["glob"].todo
+    assert f"3 files; {total:,} bytes as pinned" in rows["glob"].todo
+    assert f"the fetch pins hf.revision: {commit}" in rows["glob"].todo
+    assert rows["none"].status == "gone"
+    assert "folder data matches 'val-*.parquet' at commit" in rows["none"].todo
+    assert "validation-0.parquet" in rows["none"].todo
+    trees = [s.path for s in hub.seen if "/tree/" in s.path]
+    assert sorted(trees) == [f"/api/datasets/{POPE}/tree/{r}/data" for r in (commit, "main")]
+    heads = [s.path for s in hub.seen if s.method == "HEAD"]
+    assert heads == [f"/datasets/{POPE}/resolve/main/data/{SHARDS[0]}"], "the first part's commit"
 
 
 @pytest.fixture

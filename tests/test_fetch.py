@@ -13,7 +13,7 @@ import yaml
 from llava_data.common import StageError
 from llava_data.origins import Origin, local_copy_for
 from stages.fetch import content_kind, fetch, main, needs_wholeness_check
-from tests.zips import corrupt_member_data, stored_zip, zip_bytes
+from tests.zips import corrupt_member_data, parquet_of, stored_zip, zip_bytes
 
 PAYLOAD = b"llava" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -438,10 +438,23 @@ def test_pinned_kept_file_that_fails_is_set_aside_beside_the_other_rejected_file
         ("images.zip", b"", "zip"),
         ("images.bin", b"PK\x03\x04", "zip"),
         ("images.tar", b"ustar", None),
+        ("test-00000-of-00003.parquet", b"PAR1", "parquet"),
     ],
 )
 def test_content_kind_by_name_and_for_zip_by_content(file, head, kind):
     assert content_kind(file, head) == kind
+
+
+def test_truncated_parquet_first_download_is_refused_and_not_pinned(tmp_path):
+    whole = parquet_of([{"question_id": n, "question": f"Is there a dog? {n}"} for n in range(50)])
+    _, registry = unpinned(tmp_path, "pope", "test.parquet", whole[:-40])
+    before = registry.read_bytes()
+    with pytest.raises(StageError) as err:
+        fetch_from(tmp_path, registry, "pope")
+    assert registry.read_bytes() == before
+    assert_refused(tmp_path, registry, "pope", "test.parquet", whole[:-40], err, "PAR1")
+    _, registry = unpinned(tmp_path / "whole", "pope", "test.parquet", whole)
+    assert fetch_from(tmp_path / "whole", registry, "pope").read_bytes() == whole
 
 
 def test_wholeness_is_checked_only_for_bytes_no_checksum_held(tmp_path):

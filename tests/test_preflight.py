@@ -7,6 +7,7 @@ import yaml
 
 from llava_data.common import StageError
 from llava_data.origins import Origin
+from llava_data.parts import listing_text
 from llava_data.preflight import main
 from llava_data.registry import fill_nulls
 
@@ -162,3 +163,36 @@ def test_an_optional_source_left_out_is_shown_but_not_counted_and_needs_no_step(
     out = capsys.readouterr().out
     assert "manual steps needed before the build: sa1b, webdata" in out
     assert "to download: 535.00 GB; to extract: 535.00 GB" in out
+
+
+def test_hub_parts_show_their_count_and_planned_size_and_a_partial_fetch(tmp_path, capsys):
+    args = registry(tmp_path, 1000)
+    table = yaml.safe_load((tmp_path / "sources.yaml").read_text())
+    pattern = "test-{:05d}-of-00003.parquet"
+    hf = {"repo": "lmms-lab/POPE", "path": f"data/{pattern}", "revision": "c" * 40}
+    table["sources"]["pope"] = {"file": pattern, "full": {"hf": hf, "parts": [0, 2], "size": 900}}
+    mme = {"repo": "lmms-lab/MME", "path": "data/test-*.parquet", "revision": None}
+    table["sources"]["mme"] = {
+        "file": "test-*.parquet",
+        "full": {"hf": mme, "parts": "glob", "shown_size": "1.2 MB"},
+    }
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(table))
+    pope = tmp_path / "downloads/pope"
+    pope.mkdir(parents=True)
+    (pope / "test-00000-of-00003.parquet").write_bytes(b"x" * 300)  # one part placed
+    main(args)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert "test-{:05d}-of-00003.parquet (3 files)" in lines["pope"]
+    assert "900 B" in lines["pope"] and "partial (1 of 3 files, 300 B, resumes)" in lines["pope"]
+    assert "test-*.parquet (the files matching it)" in lines["mme"]
+    assert "~1.2 MB" in lines["mme"] and "fetch (hf)" in lines["mme"]
+    assert "to download: 1.2 MB" in out  # 600 B of POPE, ~1.2 MB of MME, 1,000 B of COCO
+    # once fetched, a glob's count is its kept listing's
+    (tmp_path / "downloads/mme").mkdir()
+    names = [f"test-0000{n}-of-00002-{n}abc.parquet" for n in range(2)]
+    (tmp_path / "downloads/mme/SHA256SUMS").write_text(listing_text(("0" * 64, n) for n in names))
+    main(args)
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert "(2 files)" in lines["mme"] and "present" in lines["mme"]

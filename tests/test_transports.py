@@ -285,6 +285,31 @@ def test_hub_stand_in_serves_the_real_hf_hub_download(tmp_path, hub):
         assert Path(got).read_bytes() == data
 
 
+def test_hub_stand_in_lists_a_folder_as_hf_api_asks_page_by_page(tmp_path, hub):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    files = {f"data/test-{n}.parquet": bytes([n]) * (n + 1) for n in range(5)}
+    commit = hub.publish("org/ds", {**files, "data/extra/notes.txt": b"x", "README.md": b"#"})
+    hub.publish("org/ds", {"data/small.json": b"{}"}, lfs=False)
+    hub.tree_per_page = 2
+    api = HfApi(endpoint=hub.url)
+    listed = list(api.list_repo_tree("org/ds", "data", revision=commit, repo_type="dataset"))
+    assert sorted(e.path for e in listed if isinstance(e, RepoFile)) == sorted(files)
+    assert [e.path for e in listed if isinstance(e, RepoFolder)] == ["data/extra"]
+    entry = next(e for e in listed if e.path == "data/test-3.parquet")
+    assert entry.size == 4 and entry.lfs.sha256 == hashlib.sha256(b"\3" * 4).hexdigest()
+    trees = [s.target for s in hub.seen if "/tree/" in s.path]
+    assert trees[0] == f"/api/datasets/org/ds/tree/{commit}/data?recursive=false&expand=false"
+    assert len(trees) == 3 and trees[-1].endswith("&cursor=4")  # the Link header's pages
+    for path in ("nope", "data/small.json"):  # no such folder; a file's path (as on the Hub)
+        with pytest.raises(RemoteEntryNotFoundError):
+            list(api.list_repo_tree("org/ds", path, repo_type="dataset"))
+    everything = api.list_repo_tree("org/ds", recursive=True, repo_type="dataset")
+    assert "data/extra/notes.txt" in {e.path for e in everything}
+
+
 # ---- Google Drive -----------------------------------------------------------------------
 
 SAM_ID = "1dKumdOKSXtV7lIXdrG7jsIK_z2vZv2gs"

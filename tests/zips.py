@@ -1,4 +1,4 @@
-"""Build small zip and tar archives, well-formed or hostile, for the tests."""
+"""Build small zip and tar archives, well-formed or hostile, and Parquet files, for the tests."""
 
 from __future__ import annotations
 
@@ -52,4 +52,14 @@ def tar_of(members: dict[str, bytes], kinds: dict[str, bytes] | None = None) -> 
             info.type = kind
             info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
             tf.addfile(info)
+    return buffer.getvalue()
+
+
+def parquet_of(rows: list[dict]) -> bytes:
+    """A Parquet file of `rows` (name -> value each), as a dataset's shards on the Hub are."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
     return buffer.getvalue()
