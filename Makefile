@@ -13,7 +13,8 @@ UPSTREAM := --registry sources.yaml --profile full --local-copies sources.local.
 PROFILE = $(shell $(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
 
 .PHONY: env repro sources check-upstream review merge-driver test lint verify miniature lock \
-	bench-layout bench-mix bench-images bench-exports bench-review s3-local clean-env
+	bench-layout bench-mix bench-images bench-exports bench-review bench-index bench-nearset \
+	bench-nearpairs s3-local clean-env
 
 env: $(VENV)/.installed
 
@@ -96,6 +97,15 @@ bench-review: env
 
 bench-images: env
 	$(BIN)/python -m bench.images
+
+bench-index: env
+	$(BIN)/python -m bench.index --images 4000
+
+bench-nearset: env
+	$(BIN)/python -m bench.nearset
+
+bench-nearpairs: env
+	$(BIN)/python -m bench.nearpairs --hashes 1500000
 
 ## A local S3-compatible server (SeaweedFS) for trying the team remote on one machine.
 s3-local: env
