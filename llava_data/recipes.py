@@ -6,7 +6,10 @@
 - `weights`: the params section holding the recipe's `seed` and, per part, its amount:
   mix1M's is `mix` (so `dvc exp run -S mix.allava=0` ablates it); the others' are
   `mixtures.<name>`.
-- `out`: the training JSON it writes (under data/).
+- `out`: the training JSON it writes (under data/);
+- `decontaminate` (optional): evaluation sets (`layout.evals` of the registry) whose
+  images the recipe must not hold: a record with an image that has a copy (exact or near,
+  `llava_data.dedup`) in one of them is left out, and counted.
 
 An amount is a weight w >= 0 (its whole part repeats the part, its fraction keeps a stable
 seeded share, `mixcore.multiplicity`) or a LLaVA-NeXT sampling strategy (`all`,
@@ -31,6 +34,7 @@ from llava_data.common import StageError, remove_path
 from llava_data.splitting import SplitIndex, SplitSpec
 
 RECIPE_KEYS = ("parts", "weights", "out")
+OPTIONAL_KEYS = ("decontaminate",)
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,19 @@ class Recipe:
     parts: tuple[Part, ...]
     weights: str
     out: str
+    decontaminate: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, name: str, raw: object, splits: Mapping[str, SplitSpec]) -> Recipe:
         where = f"params.yaml: recipes.{name}"
         if not isinstance(raw, dict):
             raise StageError(f"{where}: expected a mapping with {', '.join(RECIPE_KEYS)}")
-        unknown = sorted(set(raw) - set(RECIPE_KEYS), key=str)
+        unknown = sorted(set(raw) - set(RECIPE_KEYS) - set(OPTIONAL_KEYS), key=str)
         missing = [k for k in RECIPE_KEYS if k not in raw]
         if unknown or missing:
             raise StageError(
                 f"{where}: unknown key(s) {unknown}, missing {missing}; a recipe holds "
-                f"{', '.join(RECIPE_KEYS)}"
+                f"{', '.join(RECIPE_KEYS)} and optionally {', '.join(OPTIONAL_KEYS)}"
             )
         weights = raw["weights"]
         if weights != "mix" and weights != f"mixtures.{name}":
@@ -96,7 +101,15 @@ class Recipe:
                 raise StageError(f"{where}.parts: {part} and {taken[ref]} both take {ref}")
             taken[ref] = part
             parts.append(Part(part, split, source))
-        return cls(name, tuple(parts), weights, out)
+        sets = raw.get("decontaminate") or []
+        if not isinstance(sets, list) or not all(isinstance(s, str) and s for s in sets):
+            raise StageError(
+                f"{where}.decontaminate: a list of evaluation sets, e.g. [pope, textvqa_val], "
+                f"got {sets!r}"
+            )
+        if len(set(sets)) != len(sets):
+            raise StageError(f"{where}.decontaminate: {sets} names a set twice")
+        return cls(name, tuple(parts), weights, out, tuple(sets))
 
     @property
     def splits(self) -> list[str]:

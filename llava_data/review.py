@@ -43,9 +43,16 @@ from llava_data.common import StageError, atomic_path, run_main
 MARKER = "<!-- llava-data review -->"
 # s3fs leaves a coroutine behind when the remote check fails; it is not the user's concern
 warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
-STEPS = ("published", "after_weights", "after_validation")
+STEPS = ("published", "after_weights", "after_decontamination", "after_validation")
 STEP_WORDS = {"published": "published", "after_weights": "after amounts"}
+STEP_WORDS |= {"after_decontamination": "after decontamination"}
 STEP_WORDS["after_validation"] = "after validation"
+# what a recipe's metrics count besides its records (llava_data.audit), in words
+AUDIT_WORDS = {
+    "decontaminated": "left out by decontamination",
+    "duplicates": "duplicate images",
+    "overlap": "evaluation overlap",
+}
 PINS = ("revision", "sha256", "md5", "size", "sha256_prefix")
 CHECKSUMS = ("sha256", "md5")
 # the dvc beside this interpreter (the environment's), else the one on PATH
@@ -264,6 +271,11 @@ def params_words(old: dict | None, new: dict | None) -> list[str]:
             lines.append(f"split `{name}`: `{rest}` {show(a)} → {show(b)}")
         elif top == "validate":
             lines.append(f"validation: `{key.split('.', 1)[1]}` {show(a)} → {show(b)}")
+        elif top == "dedup":
+            lines.append(
+                f"duplicates: `{key.split('.', 1)[1]}` {show(a)} → {show(b)} (every recipe "
+                f"counts its near duplicates anew)"
+            )
         else:
             lines.append(f"`{key}`: {show(a)} → {show(b)}")
     for name, changes in recipe_keys.items():
@@ -276,8 +288,28 @@ def params_words(old: dict | None, new: dict | None) -> list[str]:
             lines.append(f"recipe `{name}` removed")
         else:
             for key, a, b in changes:
-                lines.append(f"recipe `{name}`: `{key.split('.', 2)[2]}` {show(a)} → {show(b)}")
+                what = key.split(".", 2)[2]
+                if what == "decontaminate":
+                    lines.append(decontaminate_words(name, a, b))
+                else:
+                    lines.append(f"recipe `{name}`: `{what}` {show(a)} → {show(b)}")
     return lines
+
+
+def decontaminate_words(recipe: str, old: object, new: object) -> str:
+    """`recipes.<name>.decontaminate` as a sentence: which sets it now leaves out."""
+    was = set(old) if isinstance(old, list) else set()
+    now = set(new) if isinstance(new, list) else set()
+    said = []
+    if now - was:
+        said.append("now leaves out the records whose image is in " + _sets(now - was))
+    if was - now:
+        said.append("keeps again the records whose image is in " + _sets(was - now))
+    return f"recipe `{recipe}`: " + "; ".join(said or [f"decontaminate {show(old)} → {show(new)}"])
+
+
+def _sets(names: set) -> str:
+    return ", ".join(f"`{n}`" for n in sorted(names)) + " (exact or near copies)"
 
 
 @dataclass
@@ -329,19 +361,38 @@ def delta(a: object, b: object) -> str:
     return f"{a:,} → {b:,} ({b - a:+,})"
 
 
+def step(counts: dict, name: str) -> object:
+    """A part's count after a step; metrics older than decontamination had none between
+    the amounts and validation, which is the count after the amounts."""
+    if name == "after_decontamination" and name not in counts:
+        return counts.get("after_weights", 0)
+    return counts.get(name, 0)
+
+
 def recipe_rows(old: dict | None, new: dict | None) -> list[list[str]]:
-    """Rows (part, published, after amounts, after validation) of the parts that moved."""
+    """Rows (part, then its count after each step) of the parts that moved."""
     old, new = old or {}, new or {}
     a_parts, b_parts = old.get("parts") or {}, new.get("parts") or {}
     rows = []
     for part in list(b_parts) + [p for p in a_parts if p not in b_parts]:
         x, y = a_parts.get(part, {}), b_parts.get(part, {})
-        if x != y:
-            rows.append([f"`{part}`", *(delta(x.get(s, 0), y.get(s, 0)) for s in STEPS)])
-    if rows and (old.get("records") != new.get("records")):
-        x, y = old.get("records") or {}, new.get("records") or {}
-        rows.append(["**all**", *(delta(x.get(s, 0), y.get(s, 0)) for s in STEPS)])
+        if [step(x, s) for s in STEPS] != [step(y, s) for s in STEPS]:
+            rows.append([f"`{part}`", *(delta(step(x, s), step(y, s)) for s in STEPS)])
+    x, y = old.get("records") or {}, new.get("records") or {}
+    if rows and [step(x, s) for s in STEPS] != [step(y, s) for s in STEPS]:
+        rows.append(["**all**", *(delta(step(x, s), step(y, s)) for s in STEPS)])
     return rows
+
+
+def audit_moved(old: dict | None, new: dict | None) -> list[str]:
+    """The duplicate, overlap and decontamination counts of a recipe that moved."""
+    out = []
+    for section, words in AUDIT_WORDS.items():
+        a, b = (old or {}).get(section), (new or {}).get(section)
+        moved = [f"`{k}` {delta(x, y)}" for k, x, y in numbers_moved(a or {}, b or {})]
+        if moved:
+            out.append(f"{words}: " + ", ".join(moved))
+    return out
 
 
 def reasons_moved(old: dict | None, new: dict | None) -> list[str]:
@@ -787,9 +838,12 @@ def build(root: Path, base_rev: str, head_rev: str | None, rebuilt: bool = False
             "",
         ]
         if rows:
-            section += table(["part", "published", "after amounts", "after validation"], rows)
+            section += table(["part", *(STEP_WORDS[s] for s in STEPS)], rows)
         if reasons:
             section += ["Drop reasons that moved: " + "; ".join(reasons) + ".", ""]
+        audits = audit_moved(a, b)
+        if audits:
+            section += [f"- {line}" for line in audits] + [""]
         plot = f"metrics/recipes/{name}.composition.csv"
         before, after = read_composition(base.read(plot)), read_composition(head.read(plot))
         if before != after and (before or after):
@@ -798,6 +852,10 @@ def build(root: Path, base_rev: str, head_rev: str | None, rebuilt: bool = False
             section += [f"![composition of {name}, before and after]({chart})", ""]
         recipe_sections += section
     numbers = []
+    for key, a, b in numbers_moved(
+        base.json("metrics/dedup.json"), head.json("metrics/dedup.json")
+    ):
+        numbers.append(["image duplicates (`metrics/dedup.json`)", f"`{key}`", delta(a, b)])
     for folder, what in (("metrics/splits", "split"), ("metrics/prepare", "prepared file")):
         names = sorted(set(base.files(folder, ".json")) | set(head.files(folder, ".json")))
         for rel in names:

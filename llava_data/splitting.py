@@ -367,8 +367,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_index(
     path: Path, index: jsonscan.RecordIndex, codes: np.ndarray, names: list[str]
 ) -> None:
-    """The record index the mix stage reads: source, spans, ids, digests and part codes."""
+    """The record index the mix stage reads: source, spans, ids, images, digests and part
+    codes."""
     ids = [i.encode("utf-8") for i in index.ids]
+    images = [image_field(i).encode("utf-8") for i in index.images]
     save_npz(
         path,
         {
@@ -378,6 +380,8 @@ def save_index(
             "id_was_int": index.id_was_int,
             "ids_blob": np.frombuffer(b"".join(ids), dtype=np.uint8),
             "ids_len": np.array([len(i) for i in ids], dtype=np.int64),
+            "images_blob": np.frombuffer(b"".join(images), dtype=np.uint8),
+            "images_len": np.array([len(i) for i in images], dtype=np.int64),
             "digests": index.digests,
             "canonical_lengths": index.canonical_lengths,
             "is_canonical": index.is_canonical,
@@ -386,6 +390,14 @@ def save_index(
             "component_names": np.array(names),
         },
     )
+
+
+def image_field(image: object) -> str:
+    """A record's image paths as one string, NUL between two (no path holds a NUL); ""
+    for a record without a valid image field."""
+    if isinstance(image, str):
+        return image
+    return "\0".join(image) if isinstance(image, tuple) else ""
 
 
 class LazyIds(Sequence):
@@ -405,6 +417,23 @@ class LazyIds(Sequence):
         i = range(len(self))[i]
         start = int(self.ends[i - 1]) if i else 0
         return self.blob[start : int(self.ends[i])].decode("utf-8")
+
+
+class LazyImages(LazyIds):
+    """The images of an index's records as the scan gives them: a path, a tuple of paths
+    (a multi-image record) or None, decoded only when asked for."""
+
+    def __getitem__(self, i):
+        text = super().__getitem__(i)
+        if isinstance(text, list):
+            return [self._field(t) for t in text]
+        return self._field(text)
+
+    @staticmethod
+    def _field(text: str):
+        if not text:
+            return None
+        return tuple(text.split("\0")) if "\0" in text else text
 
 
 @dataclass
@@ -434,7 +463,7 @@ def load_index(path: Path) -> SplitIndex:
             lengths=npz["lengths"],
             ids=LazyIds(npz["ids_blob"].tobytes(), npz["ids_len"]),
             id_was_int=npz["id_was_int"],
-            images=[],
+            images=LazyImages(npz["images_blob"].tobytes(), npz["images_len"]),
             digests=npz["digests"],
             canonical_lengths=npz["canonical_lengths"],
             is_canonical=npz["is_canonical"],

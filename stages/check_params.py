@@ -19,14 +19,27 @@ from pathlib import Path
 import yaml
 
 from llava_data.common import StageError, run_main, write_json
+from llava_data.dedup import DedupParams
 from llava_data.exports import ExportParams
+from llava_data.imageindex import IndexParams
 from llava_data.layout import TreeSpec, parse_max_ratio, unsafe_parts
 from llava_data.origins import Origin
 from llava_data.recipes import Amounts, Recipe
 from llava_data.splitting import parse_splits
 from llava_data.validate import ValidationParams
 
-PARAMS = ("profile", "extract", "validate", "splits", "recipes", "mix", "mixtures", "exports")
+PARAMS = (
+    "profile",
+    "extract",
+    "validate",
+    "index",
+    "dedup",
+    "splits",
+    "recipes",
+    "mix",
+    "mixtures",
+)
+PARAMS += ("exports",)
 REGISTRY = ("sources", "layout")
 
 
@@ -89,6 +102,13 @@ def check_layout(layout: object, sources: dict) -> list[str]:
             problems.append(f"{where}.images: a folder under data/ ending with '/', or \"\"")
         if not raw["dest"] or unsafe_parts(raw["dest"]):
             problems.append(f"{where}.dest: a relative path inside data/, got {raw['dest']!r}")
+    evals = layout.get("evals") or {}
+    if not isinstance(evals, dict):
+        problems.append("layout.evals: a mapping of evaluation set -> {source: <a source>}")
+        evals = {}
+    for name, raw in sorted(evals.items()):
+        if not isinstance(raw, dict) or raw.get("source") not in sources:
+            problems.append(f"layout.evals.{name}: `source` must name a source, got {raw!r}")
     for name, dest in sorted((layout.get("copies") or {}).items()):
         if name not in sources:
             problems.append(f"layout.copies.{name}: {name!r} is not a source")
@@ -118,6 +138,10 @@ def problems_of(params: dict, registry: dict) -> list[str]:
     problems.extend(check_layout(registry.get("layout"), sources))
     attempt(lambda: parse_max_ratio(params.get("extract")))
     attempt(lambda: ValidationParams.parse(params.get("validate")))
+    attempt(lambda: IndexParams.parse(params.get("index")))
+    attempt(lambda: DedupParams.parse(params.get("dedup")))
+    layout = registry.get("layout")
+    evals = set((layout.get("evals") or {}) if isinstance(layout, dict) else {})
     splits = attempt(lambda: parse_splits(params.get("splits")))
     raw_recipes = params.get("recipes")
     if not isinstance(raw_recipes, dict) or not raw_recipes:
@@ -127,6 +151,13 @@ def problems_of(params: dict, registry: dict) -> list[str]:
             recipe = attempt(lambda n=name, r=raw: Recipe.parse(str(n), r, splits))
             if recipe is None:
                 continue
+            unknown = sorted(set(recipe.decontaminate) - evals)
+            if unknown:
+                problems.append(
+                    f"params.yaml: recipes.{name}.decontaminate: {', '.join(unknown)} "
+                    f"is not an evaluation set (sources.yaml layout.evals: "
+                    f"{', '.join(sorted(evals)) or 'none'})"
+                )
             section = recipe.weights.split(".")
             amounts = params.get(section[0])
             if len(section) > 1:

@@ -2,8 +2,11 @@
 
 Reads `recipes.<name>` and its weights section (`mix` for mix1M, `mixtures.<name>` for
 the others) and the split indexes in `--splits`; chooses each part's records by its
-weight or sampling strategy (`llava_data.recipes`), checks each chosen record's structure
-and images, applies `validate.policy`, and writes the training file (`recipes.<name>.out`:
+weight or sampling strategy (`llava_data.recipes`), leaves out the records whose image is
+in an evaluation set the recipe's `decontaminate` lists (`--dedup`, the duplicate tables),
+checks each chosen record's structure and images, applies `validate.policy`, counts the
+duplicate images and evaluation overlap of what it keeps (`llava_data.audit`; listed in
+`--duplicates`), and writes the training file (`recipes.<name>.out`:
 ids as strings, one record per line), the same records part by part (`--parts`: one file
 per part) with a LLaVA-NeXT data YAML naming them (`--yaml`, every part `sampling_strategy:
 all`), a report of every record with a problem, metrics and the composition plot.
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llava_data import jsonscan, recipes, splitting
+from llava_data import audit, dedup, jsonscan, recipes, splitting
 from llava_data.common import (
     StageError,
     atomic_path,
@@ -56,6 +59,8 @@ def main(argv=None) -> None:
     ap.add_argument("--report", required=True, type=Path)
     ap.add_argument("--metrics", required=True, type=Path)
     ap.add_argument("--plot", required=True, type=Path)
+    ap.add_argument("--dedup", required=True, type=Path, help="folder of the duplicate tables")
+    ap.add_argument("--duplicates", required=True, type=Path, help="report of duplicate records")
     args = ap.parse_args(argv)
 
     # every parameter is checked before any file is read
@@ -75,9 +80,16 @@ def main(argv=None) -> None:
                 f"{args.splits / split}.npz holds parts {indexes[split].parts}, params.yaml "
                 f"names {specs[split].parts}: run `dvc repro` (it splits the file again)"
             )
+    dups = dedup.read_tables(args.dedup)
+    audit.check_sets(recipe.name, recipe.decontaminate, dups.evals)
     mult, rows_of = recipes.multiplicities(recipe, amounts, indexes)
     after_weights = {p.name: int(mult[p.split][rows_of[p.name]].sum()) for p in recipe.parts}
     labels = recipes.part_labels(recipe, indexes, rows_of)
+
+    images = audit.RecipeImages.of(recipe.splits, indexes, mult, labels, names, dups.items)
+    removed, decon_parts, decon_sets = audit.decontaminate(images.attached, recipe.decontaminate)
+    images.leave_out(removed, mult)
+    after_decon = {p.name: int(mult[p.split][rows_of[p.name]].sum()) for p in recipe.parts}
 
     rows, dropped, problems_all = [], 0, {}
     for split, index in ((s, indexes[s].index) for s in recipe.splits):
@@ -101,20 +113,27 @@ def main(argv=None) -> None:
         for reason, count in count_reasons(problems).items():
             problems_all[reason] = problems_all.get(reason, 0) + count
 
+    kept = images.kept(mult)
+    dup_counts, dup_records = audit.duplicates(kept, dups.near)
+    overlap = audit.overlap(kept, dups.evals)
+    listed = audit.report_rows(dup_records, kept, dups.items, images.record_id)
+
     out = Path(recipe.out)
     part_files = recipes.write_recipe(recipe, indexes, mult, labels, out, args.parts)
     with atomic_path(args.yaml) as tmp:
         tmp.write_text(data_yaml(recipe, part_files), encoding="utf-8")
     write_report(args.report, rows, ("id", "part", "image", "reason", "action"))
+    write_report(args.duplicates, listed, audit.REPORT_HEADER)
     by_part = {
         p.name: {
             "published": int(rows_of[p.name].size),
             "after_weights": after_weights[p.name],
+            "after_decontamination": after_decon[p.name],
             "after_validation": int(mult[p.split][rows_of[p.name]].sum()),
         }
         for p in recipe.parts
     }
-    steps = ("published", "after_weights", "after_validation")
+    steps = ("published", "after_weights", "after_decontamination", "after_validation")
     write_json(
         args.metrics,
         {
@@ -122,6 +141,13 @@ def main(argv=None) -> None:
             "parts": by_part,
             "problems": problems_all,
             "dropped": dropped,
+            "decontaminated": {
+                "records": sum(decon_parts.values()),
+                "parts": decon_parts,
+                "by_set": decon_sets,
+            },
+            "duplicates": dup_counts,
+            "overlap": overlap,
         },
     )
     with atomic_path(args.plot) as tmp:

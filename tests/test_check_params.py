@@ -54,3 +54,18 @@ def test_recipes_and_their_amounts_are_checked_with_the_mix_stages_parsers():
     assert "mixtures.llava_v1_5_665k.vqav2: 'lots' is not one of" in text
     assert "mixtures.sharegpt4v_665k.sam: missing" in text
     assert "recipes.mix1m_no_allava_llava_half.parts.extra: 'mix1m/nope'" in text
+
+
+def test_the_image_index_duplicates_and_decontamination_are_checked():
+    params, registry = committed()
+    params["index"] = {"jobs": 0, "shard_images": 1000}
+    params["dedup"] = {"max_distance": 40}
+    params["recipes"]["mix1m"]["decontaminate"] = ["pope", "mmmu"]
+    params["recipes"]["llava_v1_5_665k"]["decontaminate"] = "pope"
+    registry["layout"]["evals"]["nowhere"] = {"source": "eval_nowhere"}
+    text = "\n".join(problems_of(params, registry))
+    assert "index.jobs must be a whole number >= 1, not 0" in text
+    assert "dedup.max_distance must be a whole number of bits from 0 to 16" in text
+    assert "recipes.mix1m.decontaminate: mmmu is not an evaluation set" in text
+    assert "recipes.llava_v1_5_665k.decontaminate: a list of evaluation sets" in text
+    assert "layout.evals.nowhere: `source` must name a source" in text

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.dvcrepo import BIN, ROOT, dvc, env, tree_digest
 
@@ -208,6 +209,10 @@ def test_a_full_disk_during_the_mix_keeps_every_output(good):
 
 # ---- bad parameters -----------------------------------------------------------------
 
+GQA_MINI_SIZE = yaml.safe_load((ROOT / "sources.yaml").read_text(encoding="utf-8"))["sources"][
+    "gqa_images"
+]["mini"]["size"]
+
 BAD_PARAMS = [
     ("params.yaml", "allava: 1", "allava: -1", "mix.allava"),
     ("params.yaml", "dvqa: 1", "dvqa: lots", "mix.dvqa"),
@@ -219,13 +224,20 @@ BAD_PARAMS = [
     ("params.yaml", "max_expand_ratio: 20", "max_expand_ratio: 0", "extract.max_expand_ratio"),
     ("params.yaml", "text_only: sharegpt4v", "text_only: [1]", "splits.mix1m.text_only"),
     ("params.yaml", "    dvqa/: dvqa", "    dvqa: dvqa", "splits.mix1m.prefixes key 'dvqa'"),
+    ("params.yaml", "shard_images: 1000", "shard_images: 0", "index.shard_images"),
+    ("params.yaml", "max_distance: 8", "max_distance: 99", "dedup.max_distance"),
     (
         "sources.yaml",
         "gqa_images, from: images/,",
         "gqa_images, from: images,",
         "layout.trees.gqa_images",
     ),
-    ("sources.yaml", "size: 3007,", "size: -3007,", "sources.gqa_images.mini"),
+    (
+        "sources.yaml",
+        f"size: {GQA_MINI_SIZE},",
+        f"size: -{GQA_MINI_SIZE},",
+        "sources.gqa_images.mini",
+    ),
     ("sources.yaml", "vg_part2, from:", "vg_partz, from:", "archive 'vg_partz' is not a source"),
 ]
 

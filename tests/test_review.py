@@ -70,6 +70,16 @@ def weight_vqav2_0(repo: Path) -> None:
     )
 
 
+def decontaminate_pope(repo: Path) -> None:
+    replace_once(
+        repo / "params.yaml",
+        "    out: data/open-llava-next/open-llava-next_instruct_mix1M.json\n"
+        "    decontaminate: []\n",
+        "    out: data/open-llava-next/open-llava-next_instruct_mix1M.json\n"
+        "    decontaminate: [pope]\n",
+    )
+
+
 def drop_last_allava_record(repo: Path) -> str:
     """The miniature's ALLaVA-VFLAN file without its last record, pinned anew; its id."""
     path = repo / ALLAVA_FILE
@@ -108,6 +118,10 @@ def repo(built_copy, tmp_path_factory):
     weight_vqav2_0(r)
     dvc("repro", cwd=r)
     commit(r, "665K without VQAv2")
+    switch(r, "pope", new=True)
+    decontaminate_pope(r)
+    dvc("repro", cwd=r)
+    commit(r, "mix1M without POPE's images")
     switch(r, "source", new=True)
     dropped = drop_last_allava_record(r)
     dvc("repro", cwd=r)
@@ -208,6 +222,23 @@ def test_a_source_change_shows_the_source_its_stages_and_counts(repo):
     records = section(text, "Which records changed")
     assert "### `data/allava_vflan/ALLaVA-Instruct-VFLAN-4V.json`" in records
     assert f"| removed | `{repo['dropped']}` |" in records and "0 added, 1 removed" in records
+
+
+def test_a_decontamination_is_said_in_words_with_what_it_removed(repo):
+    r = repo["repo"]
+    text = report(r, "BASE=base", "HEAD=pope")
+    asked = section(text, "What was asked")
+    assert (
+        "recipe `mix1m`: now leaves out the records whose image is in `pope` (exact or near "
+        "copies)" in asked
+    )
+    does = section(text, "What it does")
+    assert re.findall(r"#### Recipe `(\w+)`", does) == ["mix1m"]
+    assert "left out by decontamination: `records` 0 → 2 (+2)" in does
+    assert "evaluation overlap: `pope.records_exact` 2 → 0 (-2)" in does
+    records = section(text, "Which records changed")
+    assert "### `data/open-llava-next/open-llava-next_instruct_mix1M.json`" in records
+    assert "0 added, 2 removed" in records
 
 
 def test_the_readme_pin_example_is_what_make_review_prints(repo):
