@@ -13,14 +13,24 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from llava_data.common import StageError
-from llava_data.layout import TreeSpec, choose_prefix, select_members, tar_entries, tree_specs
+from llava_data.imageindex import hash_image
+from llava_data.layout import (
+    TreeSpec,
+    choose_prefix,
+    member_name,
+    select_members,
+    tar_entries,
+    tree_specs,
+)
 from llava_data.parts import listing_text
+from miniature import evalsets, pictures
 
 MINI_PREFIX = "miniature/upstream/"
 IMAGE_TOKEN = "<image>"
@@ -159,6 +169,38 @@ REVISIONS_INDEX = "hf-revisions.json"
 # What mix1M does differently from the files it was built from.
 MIX1M_DROPPED = ("sharegpt4v/textcaps/011e7e629fb9ae7b", "allava/57", "allava/2020")
 MIX1M_CHANGED = ("sharegpt4v/sam/sa_227013", "allava/1404")
+# Images the real pool holds twice, by layout path under data/: (the image it copies, how).
+# exact: the same bytes; pixels: the same JPEG data with a comment added (other bytes, the
+# same decoded pixels); resize (to 75 %), brightness (+15 %), jpeg (quality 40): a near
+# duplicate, re-encoded.
+COPIES = {
+    # GQA's images are Visual Genome's
+    "gqa/images/2354786.jpg": ("vg/VG_100K/2.jpg", "exact"),
+    # ShareGPT4V's share_textvqa images are TextVQA's
+    "share_textvqa/images/1f6e3c2d4b5a6978.jpg": (
+        "textvqa/train_images/00b1a8b5e8d3c1f0.jpg",
+        "exact",
+    ),
+    # the web holds COCO's photos too: LAION scraped one, and CC-3M and LAION share some
+    "llava/llava_pretrain/images/00116/001163722.jpg": (
+        "coco/train2017/000000000034.jpg",
+        "pixels",
+    ),
+    "llava/cc3m_595k/images/GCC_train_000000120.jpg": (
+        "llava/llava_pretrain/images/00046/000466761.jpg",
+        "pixels",
+    ),
+    # Visual Genome shares half its images with COCO, at another size
+    "vg/VG_100K_2/1.jpg": ("coco/train2017/000000000009.jpg", "resize"),
+    # Vision-Flan's VQA-E task shows COCO images
+    "allava_vflan/images/images_191task_1k/VQA-E+visual_question_answering_574_COCO_train2014_"
+    "000000119456.jpg": ("coco/train2017/000000000030.jpg", "brightness"),
+}
+# The evaluation sets (miniature.evalsets) and the sources holding their files.
+EVAL_SOURCES = {name: f"eval_{name}" for name in evalsets.EVAL_SETS}
+# A declared copy is within NEAR_WITHIN bits of pHash of what it copies; any two images not
+# declared the same picture are more than FAR_BEYOND bits apart (`make miniature` checks it).
+NEAR_WITHIN, FAR_BEYOND = 6, 12
 MIX1M_NOTE = " The picture was annotated again for Open-LLaVA-NeXT."
 
 # ---- text pools --------------------------------------------------------------------------
@@ -291,16 +333,33 @@ def box(key: str) -> str:
 
 # ---- images and archives -----------------------------------------------------------------
 def picture(name: str) -> Image.Image:
-    """A tiny RGB gradient whose size and colours come from sha1(name)."""
+    """A small stand-in photograph (`miniature.pictures`) whose size comes from sha1(name)."""
     d = digest(name)
-    width, height = 8 + 8 * (d[0] % 3), 8 + 8 * (d[1] % 2)
-    left, right = d[2:5], d[5:8]
-    pixels = bytearray()
-    for y in range(height):
-        for x in range(width):
-            for a, b in zip(left, right, strict=True):
-                pixels.append(min(255, (a * (width - 1 - x) + b * x) // (width - 1) + 3 * y))
-    return Image.frombytes("RGB", (width, height), bytes(pixels))
+    return pictures.picture(name, 48 + 16 * (d[0] % 3), 40 + 16 * (d[1] % 2))
+
+
+def encoded(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **(options or SAVE_OPTIONS[fmt]))
+    return buffer.getvalue()
+
+
+def copied(data: bytes, how: str) -> bytes:
+    """A copy of the JPEG `data`, made as COPIES says."""
+    if how == "exact":
+        return data
+    if how == "pixels":  # a COM segment after SOI: other bytes, the same pixels
+        note = b"copied by the miniature"
+        return data[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + data[2:]
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if how == "resize":
+        size = (image.width * 3 // 4, image.height * 3 // 4)
+        return encoded(image.resize(size, Image.Resampling.LANCZOS))
+    if how == "brightness":
+        return encoded(ImageEnhance.Brightness(image).enhance(1.15))
+    if how == "jpeg":
+        return encoded(image, "JPEG", quality=40)
+    raise ValueError(f"unknown copy {how!r}")
 
 
 def image_bytes(name: str, fmt: str) -> bytes:
@@ -308,9 +367,7 @@ def image_bytes(name: str, fmt: str) -> bytes:
     image = picture(name)
     if fmt == "GIF":
         image = image.convert("L")
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **SAVE_OPTIONS[fmt])
-    return buffer.getvalue()
+    return encoded(image, fmt)
 
 
 def member_bytes(name: str, kind: str) -> bytes:
@@ -713,12 +770,97 @@ def annotation_files() -> dict[str, bytes]:
     return files
 
 
-def archive_files() -> dict[str, bytes]:
-    """Per archive source: the zip's bytes."""
+def layout_paths(layout: dict, contents: dict[str, dict[str, bytes]]) -> dict[str, tuple]:
+    """Layout path under data/ -> (archive source, member name), for every member the
+    registry's trees take from the archives in `contents` (as extraction chooses them)."""
+    taken, _ = tree_members(layout, {s: zip_bytes(c) for s, c in contents.items()})
+    specs = tree_specs(layout)
     return {
-        source: zip_bytes({name: member_bytes(name, kind) for name, kind in members.items()})
+        f"{specs[tree].dest}/{member.target}": (archive, member_name(member.info))
+        for tree, per_archive in taken.items()
+        for archive, members in per_archive.items()
+        for member in members
+    }
+
+
+@dataclass
+class Pool:
+    """Every archive's members (with COPIES made), where each lands, and the evaluation
+    sets' files (miniature.evalsets) with their images."""
+
+    contents: dict[str, dict[str, bytes]]
+    where: dict[str, tuple[str, str]]
+    evals: dict[str, dict[str, bytes]]
+    # `<set>#<row>` -> (the image it shows: a training image's layout path, or the set's
+    # own `<set>/own:<label>`; its bytes)
+    eval_images: dict[str, tuple[str, bytes]]
+
+    def image(self, path: str) -> bytes:
+        archive, member = self.where[path]
+        return self.contents[archive][member]
+
+
+def build_pool(layout: dict) -> Pool:
+    contents = {
+        source: {name: member_bytes(name, kind) for name, kind in members.items()}
         for source, members in archive_members().items()
     }
+    pool = Pool(contents, layout_paths(layout, contents), {}, {})
+    for path, (original, how) in COPIES.items():
+        archive, member = pool.where[path]
+        contents[archive][member] = copied(pool.image(original), how)
+    counter: dict[str, int] = {}
+
+    def image_of(name: str, key: str, how: str) -> bytes:
+        data = image_bytes(key, "JPEG") if how == evalsets.OWN else copied(pool.image(key), how)
+        number = counter[name] = counter.get(name, -1) + 1
+        pool.eval_images[f"{name}#{number}"] = (key, data)
+        return data
+
+    pool.evals = evalsets.build(image_of)
+    return pool
+
+
+def eval_source_files(pool: Pool) -> dict:
+    """Per evaluation source (EVAL_SOURCES): one file's bytes, or its files' by name."""
+    out = {}
+    for name, files in pool.evals.items():
+        named = {path.rsplit("/", 1)[1]: data for path, data in files.items()}
+        out[EVAL_SOURCES[name]] = next(iter(named.values())) if len(named) == 1 else named
+    return out
+
+
+def base_of(key: str, pool: Pool) -> str:
+    """The picture an image shows: what it copies, followed to the original."""
+    if key in pool.eval_images:
+        key = pool.eval_images[key][0]
+    while key in COPIES:
+        key = COPIES[key][0]
+    return key
+
+
+def picture_problems(pool: Pool) -> list[str]:
+    """Where the miniature's images break its design: a declared copy that is not what it
+    says, or two images of different pictures within FAR_BEYOND bits of pHash."""
+    facts = {path: hash_image(pool.image(path)) for path in pool.where}
+    facts |= {key: hash_image(data) for key, (_, data) in pool.eval_images.items()}
+    problems = []
+    for path, (original, how) in COPIES.items():
+        a, b = facts[path], facts[original]
+        ok = {
+            "exact": a.sha256 == b.sha256,
+            "pixels": a.pixels == b.pixels and a.sha256 != b.sha256,
+        }.get(how, a.decodes and b.decodes and bin(a.phash ^ b.phash).count("1") <= NEAR_WITHIN)
+        if not ok:
+            problems.append(f"{path} is not a {how} copy of {original}")
+    keys = sorted(k for k, f in facts.items() if f.decodes)
+    bases = {k: base_of(k, pool) for k in keys}
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            distance = bin(facts[a].phash ^ facts[b].phash).count("1")
+            if bases[a] != bases[b] and distance <= FAR_BEYOND:
+                problems.append(f"{a} and {b} are {distance} bits apart, other pictures")
+    return problems
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
@@ -753,10 +895,12 @@ def parted_files() -> dict[str, dict[str, bytes]]:
     return {"sa1b": sa1b_parts()}
 
 
-def build_files() -> dict:
+def build_files(layout: dict, pool: Pool | None = None) -> dict:
     """Per source name of sources.yaml: the bytes of its miniature file (a source of
-    parts: its files' bytes by name)."""
-    return annotation_files() | archive_files() | parted_files()
+    parts: its files' bytes by name); `layout` is the registry's."""
+    pool = pool or build_pool(layout)
+    archives = {source: zip_bytes(members) for source, members in pool.contents.items()}
+    return annotation_files() | archives | parted_files() | eval_source_files(pool)
 
 
 def revision_files(first: bytes) -> dict[str, bytes]:
@@ -887,7 +1031,7 @@ def update_registry(text: str, files: dict[str, bytes], counts: dict[str, dict])
         match = re.match(r"^(\s+)mini: \{local: ([^,}\s]+)[,}]", line)
         if match and match.group(2) in files:
             path = match.group(2)
-            keep = re.search(r"parts: \[[^]]*\], use: (?:true|false)", line)
+            keep = re.search(r"parts: (?:\[[^]]*\]|glob)(?:, use: (?:true|false))?", line)
             held = counts.get(path, {})
             lines[n] = mini_line(match.group(1), path, files[path], held, keep and keep.group(0))
     return "".join(lines)
@@ -921,15 +1065,17 @@ def main(argv: list[str] | None = None) -> int:
     registry = args.update_registry or args.registry
     config = yaml.safe_load(registry.read_text(encoding="utf-8"))
     locals_ = {name: source["mini"]["local"] for name, source in config["sources"].items()}
-    files = build_files()
-    problems = [f"{name}: no generator" for name in sorted(set(locals_) - set(files))]
+    layout = config["layout"]
+    pool = build_pool(layout)
+    files = build_files(layout, pool)
+    problems = picture_problems(pool)
+    problems += [f"{name}: no generator" for name in sorted(set(locals_) - set(files))]
     problems += [f"{name}: not in {registry}" for name in sorted(set(files) - set(locals_))]
     problems += [
         f"{name}: {path} is not under {MINI_PREFIX}"
         for name, path in locals_.items()
         if not path.startswith(MINI_PREFIX)
     ]
-    layout = config["layout"]
     problems += tree_members(layout, files)[1]
     if problems:
         sys.exit("miniature: " + "; ".join(problems))

@@ -12,12 +12,11 @@ NumPy generators.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-from miniature.generate import digest
 
 WAVES = 10
 MAX_FREQUENCY = 3.0  # cycles across the scene: the field stays smooth
@@ -46,6 +45,10 @@ class Scene:
     waves: tuple[tuple[float, ...], ...]
     shapes: tuple[Shape, ...]
     grain: int
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha1(key.encode("utf-8")).digest()
 
 
 def generator(key: str) -> np.random.Generator:

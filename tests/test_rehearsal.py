@@ -97,6 +97,17 @@ class Upstream:
         hub_revisions: dict[str, set[str | None]] = {}
         for name, entry in registry["sources"].items():
             full = entry["full"]
+            if "parts" in full and "hf" in full:  # an evaluation set's shards on the Hub
+                folder = self.repo / entry["mini"]["local"]
+                origin = Origin.parse(name, entry, "full")
+                names = origin.listed(sorted(p.name for p in folder.iterdir())).parts
+                repo_id, path = full["hf"]["repo"], full["hf"]["path"]
+                under = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+                for part in names:
+                    hub_files.setdefault(repo_id, {})[under + part] = (folder / part).read_bytes()
+                hub_revisions.setdefault(repo_id, set()).add(full["hf"].get("revision"))
+                text = swap_pins(text, name, entry["mini"]["size"], entry["mini"]["sha256"])
+                continue
             if "parts" in full:  # SA-1B's tars: a lab that opted in and has them in a folder
                 folder, size, sha256 = self.parts_folder(name, entry)
                 text = swap_pins(text, name, size, sha256).replace(
