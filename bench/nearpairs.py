@@ -142,9 +142,9 @@ def run_near(path: Path, max_distance: int, method: str) -> dict:
     data = np.load(path)
     hashes, labels = data["hashes"], data["labels"]
     layout = pigeonhole(max_distance) if method == "pigeonhole" else None
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     i, j, d = near_pairs(hashes, max_distance, layout=layout)
-    wall = time.perf_counter() - t0
+    wall, call_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     n = hashes.size
     sample = np.random.default_rng(1).integers(0, max(1, i.size), min(i.size, 1_000_000))
@@ -163,6 +163,7 @@ def run_near(path: Path, max_distance: int, method: str) -> dict:
     layout = layout or plan(np.unique(hashes).size, max_distance)
     return {
         "wall": wall,
+        "call_cpu": call_cpu,
         "rss": rss,
         "pairs": int(keys.size),
         "ok": ok,
@@ -258,25 +259,27 @@ def main(argv=None) -> int:
             if not result["same"]:
                 raise SystemExit(f"max_distance {r}: near_pairs and brute force differ")
         scale = args.hashes * (args.hashes - 1) / (args.sample * (args.sample - 1))
-        print(report(args, distinct, runs, brute, scale, methods))
+        argv = sys.argv[1:] if argv is None else argv
+        print(report(args, argv, distinct, runs, brute, scale, methods))
         return 0
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(args, distinct: int, runs: dict, brute: dict, scale: float, methods) -> str:
+def report(args, argv, distinct: int, runs: dict, brute: dict, scale: float, methods) -> str:
     gb = 1e9
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
-        f"command: `python -m bench.nearpairs --hashes {args.hashes}`",
+        f"command: `{' '.join(['python -m bench.nearpairs', *argv])}`",
         f"machine: nproc {len(os.sched_getaffinity(0))}, {ram:.0f} GiB RAM, numpy {np.__version__}",
         f"input: {args.hashes:,} hashes ({distinct:,} distinct), {round(FAMILIES * args.hashes):,}"
         f" planted families, a cluster of {args.cluster:,} within distance 6",
         "",
-        "| max_distance | method (chunks width/radius) | pairs | answer GB | wall s | "
-        "peak RSS GB | planted pairs found | cluster pairs found | vs brute force |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| max_distance | method (chunks width/radius) | pairs | answer GB | wall s | CPU s | "
+        "peak RSS GB | planted pairs found | cluster pairs found | vs brute force | "
+        "others' CPU s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in args.distances:
         sampled = brute["distances"][str(r)]["wall"]
@@ -285,29 +288,27 @@ def report(args, distinct: int, runs: dict, brute: dict, scale: float, methods) 
             run = runs[r, method]
             if run is None:
                 lines.append(
-                    f"| {r} | {method} | | | > {args.timeout:.0f} (stopped) | | | | "
-                    f"< {bf / args.timeout:,.0f}x |"
+                    f"| {r} | {method} | | | > {args.timeout:.0f} (stopped) | | | | | "
+                    f"< {bf / args.timeout:,.0f}x | |"
                 )
                 continue
             lines.append(
                 f"| {r} | {method} ({run['layout']}) | {run['pairs']:,} | "
-                f"{run['pairs'] * 17 / gb:.2f} | {run['wall']:.1f} | {run['rss'] / gb:.2f} | "
-                f"{run['planted_found']:,} / {run['planted']:,} | "
-                f"{run['cluster_found']:,} / {run['cluster']:,} | {bf / run['wall']:,.0f}x |"
+                f"{run['pairs'] * 17 / gb:.2f} | {run['wall']:.1f} | {run['call_cpu']:.1f} | "
+                f"{run['rss'] / gb:.2f} | {run['planted_found']:,} / {run['planted']:,} | "
+                f"{run['cluster_found']:,} / {run['cluster']:,} | {bf / run['wall']:,.0f}x | "
+                f"{run['others']:.0f} |"
             )
         lines.append(
             f"| {r} | brute force, {args.sample:,} items ({sampled:.1f} s) "
-            f"x {scale:,.0f} | | | {bf:,.0f} (extrapolated) | | | | 1x |"
+            f"x {scale:,.0f} | | | {bf:,.0f} (extrapolated) | | | | | 1x | |"
         )
-    others = [run["others"] for run in runs.values() if run]
     lines += [
         "",
         "answer GB: the output itself, i and j (int64) and the distance (uint8), 17 bytes a pair.",
+        "CPU s: user + system time of the call (2 threads); others' CPU s: what the rest of the",
+        "machine used during the run (other jobs share these 2 cores).",
     ]
-    if others:
-        lines.append(
-            f"other processes used {min(others):.0f} to {max(others):.0f} CPU s during a run"
-        )
     return "\n".join(lines)
 
 

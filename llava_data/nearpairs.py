@@ -194,11 +194,12 @@ def check_layout(layout: Sequence[Chunk], max_distance: int) -> tuple[Chunk, ...
 
 
 # The planner's costs in nanoseconds of CPU, measured with this module on a 2-core VM.
-COST_TABLE = 2.0  # per entry of a chunk's lookup tables (chunks with flips)
+COST_TABLE = 4.0  # per entry of a chunk's lookup tables (chunks with flips)
 COST_VALUE = 100.0  # per distinct value of a chunk (sort, gathers)
-COST_PROBE = 6.0  # per value XOR-ed with one flip mask and looked up
-COST_CANDIDATE = 13.0  # per candidate pair of values checked, from buckets of a few values
-COST_DENSE = 3.5  # the same from buckets of DENSE values or more (checked as 2-D blocks)
+COST_PROBE = 5.0  # per value XOR-ed with one flip mask and looked up
+# per candidate pair of values checked: buckets of about one value (ranks), of a few (rows),
+# of DENSE values or more (2-D blocks)
+COST_SPARSE, COST_ROWS, COST_DENSE = 8.0, 14.0, 3.5
 DENSE = 32
 
 
@@ -206,7 +207,8 @@ def _cost_chunk(distinct: int, chunk: Chunk) -> float:
     size = 1 << chunk.width
     volume = sum(math.comb(chunk.width, t) for t in range(chunk.radius + 1))
     candidates = distinct * (distinct - 1) / 2 * volume / size
-    per_candidate = COST_DENSE if distinct >= DENSE * size else COST_CANDIDATE
+    load = distinct / size
+    per_candidate = COST_SPARSE if load < 2 else COST_ROWS if load < DENSE else COST_DENSE
     cost = COST_VALUE * distinct + per_candidate * candidates
     if chunk.radius:
         cost += COST_TABLE * size + COST_PROBE * distinct / 2 * (volume - 1)
@@ -347,11 +349,15 @@ class _Buckets:
         self.starts = np.flatnonzero(np.diff(self.keys, prepend=-1))
         self.counts = np.diff(self.starts, append=keys.size)
         if chunk.radius:
-            # per key: is there a bucket; its start << 8 | its size (255: that many or more)
-            self.occupied = np.zeros(1 << chunk.width, np.bool_)
-            self.occupied[self.keys[self.starts]] = True
-            self.slot = np.zeros(1 << chunk.width, np.int64)
-            self.slot[self.keys[self.starts]] = self.starts << 8 | np.minimum(self.counts, 255)
+            # per key: the size of its bucket (255: that many or more; 0: none), where the
+            # bucket starts and its first value
+            bucket_keys = self.keys[self.starts]
+            self.size = np.zeros(1 << chunk.width, np.uint8)
+            self.size[bucket_keys] = np.minimum(self.counts, 255)
+            self.start = np.zeros(1 << chunk.width, np.int32 if values.size < 2**31 else np.int64)
+            self.start[bucket_keys] = self.starts
+            self.first = np.zeros(1 << chunk.width, np.uint64)
+            self.first[bucket_keys] = self.ordered[self.starts]
 
     def within(self, check: _Check) -> None:
         """The pairs inside each bucket: each value with the values after it."""
@@ -362,33 +368,38 @@ class _Buckets:
         """Each value against the bucket of its key ^ f, f a flip mask whose highest bit is `top`.
 
         Only the values with that bit clear probe, so each pair of buckets comes once. Most
-        buckets hold one value or a few: their first TINY members are checked one rank at a
-        time, a 1-D pass over the probes that found a bucket that large.
+        buckets hold one value or a few: the first value comes straight from its table, the
+        next ones rank by rank (a 1-D pass over the probes that found a bucket that large),
+        the rest of a larger bucket as rows.
         """
         flips = (1 << top) | _masks(top, self.chunk.radius - 1)
         x = np.flatnonzero((self.keys >> top) & 1 == 0)
-        keys, values = self.keys[x], self.ordered[x]
+        keys = self.keys[x]
+        # `step` flips at once (several for a few values only), the probing values repeated
         step = max(1, BLOCK // max(1, x.size))
+        x = np.tile(x, min(step, flips.size))
+        values = self.ordered[x]
         for lo in range(0, flips.size, step):
             probe = (keys[None, :] ^ flips[lo : lo + step, None]).ravel()
-            at = np.flatnonzero(self.occupied[probe])  # an occupied table is 8x smaller
-            found = self.slot[probe[at]]
+            size = self.size[probe]
+            at = np.flatnonzero(size != 0)
+            key, size = probe[at], size[at]
             del probe
-            at %= x.size  # the probing value
-            start, count = found >> 8, found & 255
-            del found
-            for rank in range(TINY):
-                if rank:
-                    more = np.flatnonzero(count > rank)
-                    at, start, count = at[more], start[more], count[more]
+            check.singles(values[at] ^ self.first[key], x[at], self.start, key)
+            more = np.flatnonzero(size > 1)
+            at, start, size = at[more], self.start[key[more]], size[more].astype(np.int64)
+            for rank in range(1, TINY):
+                if rank > 1:
+                    more = np.flatnonzero(size > rank)
+                    at, start, size = at[more], start[more], size[more]
                 y = start + rank
                 check.singles(values[at] ^ self.ordered[y], x[at], y)
             # the members of a larger bucket after its first TINY
-            more = np.flatnonzero(count > TINY)
-            at, start, count = at[more], start[more], count[more]
-            large = np.flatnonzero(count == 255)
-            count[large] = self.counts[np.searchsorted(self.starts, start[large])]
-            check.rows(x[at], start + TINY, count - TINY)
+            more = np.flatnonzero(size > TINY)
+            at, start, size = at[more], start[more], size[more]
+            large = np.flatnonzero(size == 255)
+            size[large] = self.counts[np.searchsorted(self.starts, start[large])]
+            check.rows(x[at], start + TINY, size - TINY)
 
 
 class _Check:
@@ -415,10 +426,10 @@ class _Check:
         if x.size:
             self.found.add(self.order[x], self.order[y], distance)
 
-    def singles(self, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-        """Pairs (x, y) whose XOR z is already known."""
+    def singles(self, z: np.ndarray, x: np.ndarray, y: np.ndarray, key=None) -> None:
+        """Pairs (x, y) whose XOR z is already known (y[key], when `key` is given)."""
         hit, distance = self._keep(z)
-        self._add(x[hit], y[hit], distance)
+        self._add(x[hit], y[hit] if key is None else y[key[hit]], distance)
 
     def rows(self, x: np.ndarray, y0: np.ndarray, length: np.ndarray) -> None:
         """Each x against y0 <= y < y0 + length, the rows of one length at a time."""
