@@ -106,7 +106,8 @@ def brute_force(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.n
         keep = j > i
         found_i.append(i[keep])
         found_j.append(j[keep])
-    return np.concatenate(found_i), np.concatenate(found_j)
+    empty = [np.zeros(0, np.int64)]
+    return np.concatenate(found_i or empty), np.concatenate(found_j or empty)
 
 
 def family_pairs(hashes: np.ndarray, labels: np.ndarray, max_distance: int) -> np.ndarray:
