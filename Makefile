@@ -105,7 +105,7 @@ bench-nearset: env
 	$(BIN)/python -m bench.nearset
 
 bench-nearpairs: env
-	$(BIN)/python -m bench.nearpairs --hashes 1500000
+	$(BIN)/python -m bench.nearpairs --hashes 1500000 --distances 6 8
 
 ## A local S3-compatible server (SeaweedFS) for trying the team remote on one machine.
 s3-local: env
