@@ -205,3 +205,14 @@ def swap_in(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     remove_path(old)
+
+
+def named_folders(pairs: list[str], flag: str) -> dict[str, Path]:
+    """`<name>=<path>` command-line arguments of `flag`, by name."""
+    out = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise StageError(f"{flag} {pair!r}: expected <name>=<path>")
+        out[name] = Path(folder)
+    return out

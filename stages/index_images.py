@@ -18,19 +18,21 @@ import time
 from pathlib import Path
 
 from llava_data import engine, imageindex, parts
-from llava_data.common import StageError, file_digest, load_params, remove_path, run_main
+from llava_data.common import (
+    StageError,
+    file_digest,
+    load_params,
+    named_folders,
+    remove_path,
+    run_main,
+)
 from llava_data.layout import tree_specs
 from llava_data.verify import read_manifest
 
 
 def eval_folders(pairs: list[str], evals: dict) -> dict[str, Path]:
     """`--eval name=folder` arguments, checked against the registry's `layout.evals`."""
-    out = {}
-    for pair in pairs:
-        name, sep, folder = pair.partition("=")
-        if not sep or not name or not folder:
-            raise StageError(f"--eval {pair!r}: give it as <name>=<folder>")
-        out[name] = Path(folder)
+    out = named_folders(pairs, "--eval")
     if set(out) != set(evals):
         raise StageError(
             f"dvc.yaml names the evaluation sets {sorted(out)}, the registry's layout.evals "

@@ -23,21 +23,12 @@ from llava_data import jsonscan, mixcore, splitting
 from llava_data.common import (
     StageError,
     load_params,
+    named_folders,
     only_file,
     run_main,
     write_json,
     write_report,
 )
-
-
-def named_folders(pairs: list[str], flag: str) -> dict[str, Path]:
-    out = {}
-    for pair in pairs:
-        name, sep, folder = pair.partition("=")
-        if not sep or not name or not folder:
-            raise StageError(f"{flag} {pair!r}: expected <name>=<path>")
-        out[name] = Path(folder)
-    return out
 
 
 def replacements(old: splitting.SplitIndex, new_index, new_parts: np.ndarray):

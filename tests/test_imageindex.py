@@ -171,24 +171,12 @@ def layout(tmp_path, trees: dict[str, dict[str, bytes]]):
     return tmp_path
 
 
-def run_stage(root, *extra):
-    index_images.main(
-        [
-            "--params",
-            str(root / "params.yaml"),
-            "--registry",
-            str(root / "sources.yaml"),
-            "--manifests",
-            str(root / "manifests"),
-            "--data-root",
-            str(root / "data"),
-            "--eval",
-            f"pope={root / 'downloads/eval_pope'}",
-            "--out",
-            str(root / "index"),
-            *extra,
-        ]
-    )
+def run_stage(root, evals=("pope",)):
+    args = ["--params", str(root / "params.yaml"), "--registry", str(root / "sources.yaml")]
+    args += ["--manifests", str(root / "manifests"), "--data-root", str(root / "data")]
+    for name in evals:
+        args += ["--eval", f"{name}={root / 'downloads' / f'eval_{name}'}"]
+    index_images.main([*args, "--out", str(root / "index")])
 
 
 def test_the_stage_hashes_again_only_the_tree_whose_manifest_changed(tmp_path, capsys):
@@ -238,20 +226,7 @@ def test_the_stage_hashes_again_only_the_tree_whose_manifest_changed(tmp_path, c
 def test_the_stage_refuses_sets_the_registry_does_not_name(tmp_path):
     root = layout(tmp_path, {"coco": {"coco/0.jpg": encode(photo(60))}})
     with pytest.raises(StageError, match="layout.evals"):
-        index_images.main(
-            [
-                "--params",
-                str(root / "params.yaml"),
-                "--registry",
-                str(root / "sources.yaml"),
-                "--manifests",
-                str(root / "manifests"),
-                "--data-root",
-                str(root / "data"),
-                "--out",
-                str(root / "index"),
-            ]
-        )
+        run_stage(root, evals=())
 
 
 @pytest.mark.parametrize(
