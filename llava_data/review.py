@@ -44,9 +44,12 @@ MARKER = "<!-- llava-data review -->"
 # s3fs leaves a coroutine behind when the remote check fails; it is not the user's concern
 warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
 STEPS = ("published", "after_weights", "after_decontamination", "after_validation")
-STEP_WORDS = {"published": "published", "after_weights": "after amounts"}
-STEP_WORDS |= {"after_decontamination": "after decontamination"}
-STEP_WORDS["after_validation"] = "after validation"
+STEP_WORDS = {
+    "published": "published",
+    "after_weights": "after amounts",
+    "after_decontamination": "after decontamination",
+    "after_validation": "after validation",
+}
 # what a recipe's metrics count besides its records (llava_data.audit), in words
 AUDIT_WORDS = {
     "decontaminated": "left out by decontamination",
