@@ -36,14 +36,14 @@ PHASH_SIDE = 128
 # that changes from run to run must not reach the index
 OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
-COLUMNS = ("path", "size", "sha256", "pixels", "phash", "width", "height", "format", "decodes")
-COLUMNS += ("error",)
-
 
 @dataclass(frozen=True)
 class ImageFacts:
-    size: int
-    sha256: bytes
+    """One index row (less its path), in the order of `arrow_schema`; a file that could
+    not be read has no size nor sha256."""
+
+    size: int | None
+    sha256: bytes | None
     pixels: bytes | None
     phash: int | None
     width: int | None
@@ -109,7 +109,8 @@ def index_files(task: tuple[str, tuple[str, ...]]) -> list[tuple]:
         try:
             data = (Path(root) / rel).read_bytes()
         except OSError as err:
-            rows.append((rel, None, None, None, None, None, None, None, False, _short(err)))
+            unread = ImageFacts(None, None, None, None, None, None, None, False, _short(err))
+            rows.append(unread.row(rel))
             continue
         rows.append(hash_image(data).row(rel))
     return rows
@@ -289,10 +290,3 @@ def write_index(path: Path, rows: list[tuple], digest: str) -> None:
             compression_level=3,
             write_statistics=False,
         )
-
-
-def read_index(path: Path):
-    """An index file as a pyarrow Table."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path)

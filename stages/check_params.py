@@ -38,8 +38,8 @@ PARAMS = (
     "recipes",
     "mix",
     "mixtures",
+    "exports",
 )
-PARAMS += ("exports",)
 REGISTRY = ("sources", "layout")
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from llava_data import engine, imageindex, parts
@@ -57,6 +59,12 @@ def parquet_files(name: str, folder: Path) -> list[Path]:
     return files
 
 
+def tree_tasks(manifest: Path, root: Path, shard: int) -> list[tuple]:
+    """The tasks hashing every file a tree's manifest lists, in path order."""
+    rels = sorted(row[0] for row in read_manifest(manifest))
+    return imageindex.file_tasks(root, rels, shard)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", required=True)
@@ -74,28 +82,27 @@ def main(argv=None) -> None:
     evals = eval_folders(args.eval, layout.get("evals") or {})
     engine.cluster_address()
 
-    todo: dict[Path, str] = {}  # index file -> the digest of its input
+    # per index file: the digest of its input, and the tasks that hash it
+    parts_of: dict[Path, tuple[str, Callable[[], list[tuple]]]] = {}
+    root = args.data_root.resolve()
+    for tree in trees:
+        manifest = args.manifests / f"{tree}.tsv"
+        parts_of[args.out / f"{tree}.parquet"] = (
+            file_digest(manifest),
+            partial(tree_tasks, manifest, root, params.shard_images),
+        )
+    for name, folder in evals.items():
+        files = parquet_files(name, folder)
+        parts_of[args.out / "eval" / f"{name}.parquet"] = (
+            parts.listing_digest(parts.listing(folder, tuple(f.name for f in files))),
+            partial(imageindex.parquet_tasks, files, params.shard_images),
+        )
+    todo = {p: d for p, (d, _) in parts_of.items() if not imageindex.current(p, d)}
+    kept = len(parts_of) - len(todo)
     tasks: list[tuple] = []
     owners: list[Path] = []  # the index file of each task
-    kept = 0
-    wanted = {args.out / f"{t}.parquet": t for t in trees}
-    wanted |= {args.out / "eval" / f"{n}.parquet": n for n in evals}
-    for path, name in wanted.items():
-        if name in trees:
-            manifest = args.manifests / f"{name}.tsv"
-            digest = file_digest(manifest)
-        else:
-            files = parquet_files(name, evals[name])
-            digest = parts.listing_digest(parts.listing(evals[name], tuple(f.name for f in files)))
-        if imageindex.current(path, digest):
-            kept += 1
-            continue
-        todo[path] = digest
-        if name in trees:
-            rels = sorted(row[0] for row in read_manifest(manifest))
-            new = imageindex.file_tasks(args.data_root.resolve(), rels, params.shard_images)
-        else:
-            new = imageindex.parquet_tasks(files, params.shard_images)
+    for path in todo:
+        new = parts_of[path][1]()
         tasks += new
         owners += [path] * len(new)
 
@@ -116,7 +123,7 @@ def main(argv=None) -> None:
         images += len(rows[path])
     for folder in (args.out, args.out / "eval"):
         for stray in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-            if stray not in wanted:
+            if stray not in parts_of:
                 remove_path(stray)
     if tasks:
         seconds = time.monotonic() - started
